@@ -1,0 +1,258 @@
+"""Model and training configuration.
+
+Attribute names follow Matterport's ``mrcnn.config.Config`` on purpose, so existing scripts and
+their sub-classes keep working. New attributes (layout choices for the paper's network) are
+documented inline. Sub-class, override class attributes, then instantiate: ``__init__`` validates
+the values and computes the derived ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+FEATURE_LAYOUTS = ("c4", "fpn")
+HEAD_LAYOUTS = ("paper", "matterport")
+RESIZE_MODES = ("square", "pad64", "none")
+KNOWN_BACKBONES = ("resnet50", "resnet101", "tiny")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the attribute."""
+
+
+class Config:
+    """Base configuration. Sub-class it and override what differs."""
+
+    # Name of the configuration; used in log and checkpoint folder names.
+    NAME: str | None = None
+
+    # Devices and batch. The global batch is IMAGES_PER_GPU * GPU_COUNT; under a
+    # tf.distribute strategy GPU_COUNT is the number of replicas.
+    GPU_COUNT = 1
+    IMAGES_PER_GPU = 2
+
+    STEPS_PER_EPOCH = 1000
+    VALIDATION_STEPS = 50
+
+    # Backbone: "resnet50", "resnet101", "tiny" (a small conv net for fast tests), or a
+    # callable ``f(input_image, config) -> list of feature maps`` (one per level of
+    # BACKBONE_STRIDES).
+    BACKBONE: str | Callable[..., Any] = "resnet101"
+    # "fpn": Matterport's pyramid P2-P6; "c4": a single stride-16 map (the paper's layout).
+    FEATURE_LAYOUT = "fpn"
+    # "matterport": FC class head (mrcnn_class_conv1/2) and 4-conv + deconv mask head on
+    # 14x14 ROIs. "paper": global-average-pool class/box head, 2-deconv mask head on the
+    # shared 7x7 ROI feature.
+    HEAD_LAYOUT = "matterport"
+    # Channel widths of the "tiny" backbone, one per stage (stride 2 each, after a stride-2 stem).
+    TINY_BACKBONE_FILTERS: tuple[int, ...] = (16, 32, 64, 64, 64)
+    # Only used when BACKBONE is a callable: the strides of the maps it returns.
+    COMPUTE_BACKBONE_SHAPE = None
+
+    # Size of the fully-connected layers in the classification head.
+    FPN_CLASSIF_FC_LAYERS_SIZE = 1024
+    # Channels of the top-down pyramid layers.
+    TOP_DOWN_PYRAMID_SIZE = 256
+
+    # Number of classes including background.
+    NUM_CLASSES = 1
+
+    # Anchors. With FEATURE_LAYOUT "fpn" there is one scale per pyramid level; with "c4" all
+    # scales are placed on the single stride-16 map.
+    RPN_ANCHOR_SCALES: tuple[int, ...] = (32, 64, 128, 256, 512)
+    RPN_ANCHOR_RATIOS: tuple[float, ...] = (0.5, 1, 2)
+    RPN_ANCHOR_STRIDE = 1
+    RPN_NMS_THRESHOLD = 0.7
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 256
+    PRE_NMS_LIMIT = 6000
+    POST_NMS_ROIS_TRAINING = 2000
+    POST_NMS_ROIS_INFERENCE = 1000
+    # Add the ground-truth boxes to the proposals before ROI sampling (as torchvision does):
+    # gives the heads positives from the first step, before the RPN has learnt anything.
+    ADD_GT_TO_PROPOSALS = True
+
+    USE_MINI_MASK = True
+    MINI_MASK_SHAPE = (56, 56)
+
+    # Resizing: "square" (resize then pad to IMAGE_MAX_DIM x IMAGE_MAX_DIM), "pad64" (pad to a
+    # multiple of 64), "none".
+    IMAGE_RESIZE_MODE = "square"
+    IMAGE_MIN_DIM = 800
+    IMAGE_MAX_DIM = 1024
+    IMAGE_MIN_SCALE = 0
+    IMAGE_CHANNEL_COUNT = 3
+
+    # Subtracted from images before the network. For grayscale data scaled to [0, 255] use
+    # one value per channel as well.
+    MEAN_PIXEL: Any = np.array([123.7, 116.8, 103.9])
+
+    TRAIN_ROIS_PER_IMAGE = 200
+    ROI_POSITIVE_RATIO = 0.33
+
+    POOL_SIZE = 7
+    MASK_POOL_SIZE = 14
+    MASK_SHAPE = (28, 28)
+
+    MAX_GT_INSTANCES = 100
+
+    RPN_BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
+    BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
+    # False: one set of 4 deltas for all classes (the paper); True: 4 per class (Matterport).
+    CLASS_SPECIFIC_BOXES = True
+
+    DETECTION_MAX_INSTANCES = 100
+    DETECTION_MIN_CONFIDENCE = 0.7
+    DETECTION_NMS_THRESHOLD = 0.3
+
+    LEARNING_RATE = 0.001
+    LEARNING_MOMENTUM = 0.9
+    WEIGHT_DECAY = 0.0001
+
+    LOSS_WEIGHTS: ClassVar[dict[str, float]] = {
+        "rpn_class_loss": 1.0,
+        "rpn_bbox_loss": 1.0,
+        "mrcnn_class_loss": 1.0,
+        "mrcnn_bbox_loss": 1.0,
+        "mrcnn_mask_loss": 1.0,
+    }
+
+    USE_RPN_ROIS = True
+    # Train BatchNorm layers? Off by default: batches are small, so frozen statistics are better.
+    TRAIN_BN: bool | None = False
+    GRADIENT_CLIP_NORM = 5.0
+
+    # Standard deviation of the normal initialiser of non-backbone layers; None keeps Keras'
+    # defaults (Glorot uniform). The paper uses 0.05.
+    HEAD_INIT_STD: float | None = None
+
+    # Workers of the input pipeline (threads building batches in parallel).
+    DATA_WORKERS = 2
+
+    def __init__(self) -> None:
+        self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
+        self.MEAN_PIXEL = np.asarray(self.MEAN_PIXEL, dtype=np.float32).reshape(-1)
+        if self.MEAN_PIXEL.size == 1:
+            self.MEAN_PIXEL = np.repeat(self.MEAN_PIXEL, self.IMAGE_CHANNEL_COUNT)
+        self.RPN_BBOX_STD_DEV = np.asarray(self.RPN_BBOX_STD_DEV, dtype=np.float32)
+        self.BBOX_STD_DEV = np.asarray(self.BBOX_STD_DEV, dtype=np.float32)
+        self.LOSS_WEIGHTS = dict(self.LOSS_WEIGHTS)
+        self.validate()
+        if self.IMAGE_RESIZE_MODE == "crop":
+            self.IMAGE_SHAPE = np.array(
+                [self.IMAGE_MIN_DIM, self.IMAGE_MIN_DIM, self.IMAGE_CHANNEL_COUNT]
+            )
+        else:
+            self.IMAGE_SHAPE = np.array(
+                [self.IMAGE_MAX_DIM, self.IMAGE_MAX_DIM, self.IMAGE_CHANNEL_COUNT]
+            )
+        # image_meta: id (1) + original shape (3) + image shape (3) + window (4) + scale (1)
+        # + active class ids (NUM_CLASSES).
+        self.IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + self.NUM_CLASSES
+        self.BACKBONE_STRIDES = self.backbone_strides()
+
+    # ----------------------------------------------------------------------------- derived
+    def backbone_strides(self) -> list[int]:
+        """Strides of the feature maps the RPN runs on, one per level."""
+        if callable(self.BACKBONE) and self.COMPUTE_BACKBONE_SHAPE is not None:
+            return list(self.COMPUTE_BACKBONE_SHAPE)
+        if self.FEATURE_LAYOUT == "c4":
+            return [16]
+        return [4, 8, 16, 32, 64]
+
+    def max_stride(self) -> int:
+        return max(self.backbone_strides())
+
+    # -------------------------------------------------------------------------- validation
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad attribute."""
+
+        def fail(attr: str, why: str) -> None:
+            raise ConfigError(f"{type(self).__name__}.{attr}: {why}")
+
+        if self.NUM_CLASSES < 2:
+            fail("NUM_CLASSES", f"must be >= 2 (background + at least one class), got "
+                 f"{self.NUM_CLASSES}")
+        if self.FEATURE_LAYOUT not in FEATURE_LAYOUTS:
+            fail("FEATURE_LAYOUT", f"must be one of {FEATURE_LAYOUTS}, got {self.FEATURE_LAYOUT!r}")
+        if self.HEAD_LAYOUT not in HEAD_LAYOUTS:
+            fail("HEAD_LAYOUT", f"must be one of {HEAD_LAYOUTS}, got {self.HEAD_LAYOUT!r}")
+        if not callable(self.BACKBONE) and self.BACKBONE not in KNOWN_BACKBONES:
+            fail("BACKBONE", f"must be one of {KNOWN_BACKBONES} or a callable, got "
+                 f"{self.BACKBONE!r}")
+        if self.IMAGE_RESIZE_MODE not in RESIZE_MODES:
+            fail("IMAGE_RESIZE_MODE", f"must be one of {RESIZE_MODES}, got "
+                 f"{self.IMAGE_RESIZE_MODE!r}")
+        if self.IMAGE_CHANNEL_COUNT not in (1, 3):
+            fail("IMAGE_CHANNEL_COUNT", f"must be 1 or 3, got {self.IMAGE_CHANNEL_COUNT}")
+        if self.MEAN_PIXEL.size != self.IMAGE_CHANNEL_COUNT:
+            fail("MEAN_PIXEL", f"needs {self.IMAGE_CHANNEL_COUNT} values, got "
+                 f"{self.MEAN_PIXEL.size}")
+        stride = self.max_stride()
+        if self.IMAGE_RESIZE_MODE in ("square", "pad64") and self.IMAGE_MAX_DIM % stride:
+            fail("IMAGE_MAX_DIM", f"must be divisible by the largest backbone stride {stride}, "
+                 f"got {self.IMAGE_MAX_DIM}")
+        if self.IMAGE_MIN_DIM > self.IMAGE_MAX_DIM:
+            fail("IMAGE_MIN_DIM", f"{self.IMAGE_MIN_DIM} exceeds IMAGE_MAX_DIM "
+                 f"{self.IMAGE_MAX_DIM}")
+        n_levels = len(self.backbone_strides())
+        if n_levels > 1 and len(self.RPN_ANCHOR_SCALES) != n_levels:
+            fail("RPN_ANCHOR_SCALES", f"the FPN layout needs one scale per level "
+                 f"({n_levels}), got {len(self.RPN_ANCHOR_SCALES)}")
+        if not 0 < self.ROI_POSITIVE_RATIO <= 1:
+            fail("ROI_POSITIVE_RATIO", f"must be in (0, 1], got {self.ROI_POSITIVE_RATIO}")
+        for attr in ("IMAGES_PER_GPU", "GPU_COUNT", "TRAIN_ROIS_PER_IMAGE",
+                     "RPN_TRAIN_ANCHORS_PER_IMAGE", "POST_NMS_ROIS_TRAINING",
+                     "POST_NMS_ROIS_INFERENCE", "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES",
+                     "POOL_SIZE", "MASK_POOL_SIZE"):
+            if int(getattr(self, attr)) < 1:
+                fail(attr, f"must be a positive integer, got {getattr(self, attr)}")
+        if self.HEAD_LAYOUT == "paper" and tuple(self.MASK_SHAPE) != (
+            4 * self.POOL_SIZE, 4 * self.POOL_SIZE
+        ):
+            fail("MASK_SHAPE", f"the paper head upsamples POOL_SIZE x4: needs "
+                 f"({4 * self.POOL_SIZE}, {4 * self.POOL_SIZE}), got {tuple(self.MASK_SHAPE)}")
+        if self.HEAD_LAYOUT == "matterport" and tuple(self.MASK_SHAPE) != (
+            2 * self.MASK_POOL_SIZE, 2 * self.MASK_POOL_SIZE
+        ):
+            fail("MASK_SHAPE", f"the matterport head upsamples MASK_POOL_SIZE x2: needs "
+                 f"({2 * self.MASK_POOL_SIZE}, {2 * self.MASK_POOL_SIZE}), got "
+                 f"{tuple(self.MASK_SHAPE)}")
+        unknown = set(self.LOSS_WEIGHTS) - set(Config.LOSS_WEIGHTS)
+        if unknown:
+            fail("LOSS_WEIGHTS", f"unknown loss names {sorted(unknown)}")
+
+    # ------------------------------------------------------------------------------ output
+    def to_dict(self) -> dict[str, Any]:
+        """All upper-case attributes, numpy arrays as lists (JSON-friendly)."""
+        out: dict[str, Any] = {}
+        for name in sorted(dir(self)):
+            if not name.isupper() or name.startswith("_"):
+                continue
+            value = getattr(self, name)
+            if callable(value) and not isinstance(value, type):
+                value = getattr(value, "__name__", repr(value))
+            elif isinstance(value, np.ndarray):
+                value = value.tolist()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[name] = value
+        return out
+
+    def display(self) -> None:
+        """Log every configuration value (Matterport printed them; we log at INFO)."""
+        lines = ["Configurations:"]
+        lines += [f"{name:30} {value}" for name, value in self.to_dict().items()]
+        text = "\n".join(lines)
+        logger.info(text)
+        if not logger.isEnabledFor(logging.INFO):
+            # Interactive users call display() to see the values; show them even with logging
+            # left unconfigured.
+            import sys
+
+            sys.stdout.write(text + "\n")
