@@ -1,4 +1,4 @@
-"""Thin shim so that `pip install -e .` works with older tooling; all metadata is in pyproject.toml."""
+"""Thin shim for `pip install -e .` with older tooling; all metadata is in pyproject.toml."""
 
 from setuptools import setup
 

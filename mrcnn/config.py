@@ -98,6 +98,9 @@ class Config:
     POOL_SIZE = 7
     MASK_POOL_SIZE = 14
     MASK_SHAPE = (28, 28)
+    # Channels of the mask head's layers, and so of theta4 (the paper: 256). Smaller values
+    # only for quick CPU experiments: the head runs on every sampled ROI.
+    MASK_HEAD_CHANNELS = 256
 
     MAX_GT_INSTANCES = 100
 
@@ -110,6 +113,9 @@ class Config:
     DETECTION_MIN_CONFIDENCE = 0.7
     DETECTION_NMS_THRESHOLD = 0.3
 
+    # "sgd" (SGD with LEARNING_MOMENTUM, Matterport's and the paper's) or "adam" (converges
+    # faster from scratch on small problems; LEARNING_MOMENTUM is then beta_1).
+    OPTIMIZER = "sgd"
     LEARNING_RATE = 0.001
     LEARNING_MOMENTUM = 0.9
     WEIGHT_DECAY = 0.0001
@@ -209,7 +215,7 @@ class Config:
         for attr in ("IMAGES_PER_GPU", "GPU_COUNT", "TRAIN_ROIS_PER_IMAGE",
                      "RPN_TRAIN_ANCHORS_PER_IMAGE", "POST_NMS_ROIS_TRAINING",
                      "POST_NMS_ROIS_INFERENCE", "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES",
-                     "POOL_SIZE", "MASK_POOL_SIZE"):
+                     "POOL_SIZE", "MASK_POOL_SIZE", "MASK_HEAD_CHANNELS"):
             if int(getattr(self, attr)) < 1:
                 fail(attr, f"must be a positive integer, got {getattr(self, attr)}")
         if self.HEAD_LAYOUT == "paper" and tuple(self.MASK_SHAPE) != (
@@ -223,6 +229,8 @@ class Config:
             fail("MASK_SHAPE", f"the matterport head upsamples MASK_POOL_SIZE x2: needs "
                  f"({2 * self.MASK_POOL_SIZE}, {2 * self.MASK_POOL_SIZE}), got "
                  f"{tuple(self.MASK_SHAPE)}")
+        if self.OPTIMIZER not in ("sgd", "adam"):
+            fail("OPTIMIZER", f"must be 'sgd' or 'adam', got {self.OPTIMIZER!r}")
         unknown = set(self.LOSS_WEIGHTS) - set(Config.LOSS_WEIGHTS)
         if unknown:
             fail("LOSS_WEIGHTS", f"unknown loss names {sorted(unknown)}")

@@ -1,0 +1,178 @@
+"""Breast crop, intensity normalisation and resizing, with the record of the geometry.
+
+A ``Transform`` remembers the crop and scale so that boxes and masks found on the prepared
+image can be taken back to the original DICOM pixels (evaluation is at full resolution).
+Boxes follow DESIGN.md: (y1, x1, y2, x2) continuous pixel coordinates, y2/x2 exclusive.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.ndimage as ndi
+import skimage.filters
+import skimage.transform
+
+logger = logging.getLogger(__name__)
+
+_WORKING_SIZE = 512  # the breast is found on an image subsampled to about this size
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Geometry from original DICOM pixels to the prepared image: crop, then scale."""
+
+    original_shape: tuple[int, int]
+    crop: tuple[int, int, int, int]  # (y1, x1, y2, x2) in original pixels
+    output_shape: tuple[int, int]
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        return self.crop[0], self.crop[1]
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(sy, sx): prepared pixels per original pixel."""
+        y1, x1, y2, x2 = self.crop
+        return self.output_shape[0] / (y2 - y1), self.output_shape[1] / (x2 - x1)
+
+    def to_model(self, boxes: np.ndarray) -> np.ndarray:
+        """Original-pixel boxes [N, 4] -> prepared-image boxes (float64)."""
+        return (_as_boxes(boxes) - self._shift()) * self._factors()
+
+    def to_original(self, boxes: np.ndarray) -> np.ndarray:
+        """Prepared-image boxes [N, 4] -> original-pixel boxes (float64)."""
+        return _as_boxes(boxes) / self._factors() + self._shift()
+
+    def mask_to_original(self, mask: np.ndarray) -> np.ndarray:
+        """Paste a prepared-image mask [h, w] or [h, w, N] back into original pixels."""
+        mask = np.asarray(mask, dtype=bool)
+        stack = mask[..., None] if mask.ndim == 2 else mask
+        y1, x1, y2, x2 = self.crop
+        full = np.zeros(tuple(self.original_shape) + stack.shape[2:], dtype=bool)
+        full[y1:y2, x1:x2] = _resize_masks(stack, (y2 - y1, x2 - x1))
+        return full[..., 0] if mask.ndim == 2 else full
+
+    def _shift(self) -> np.ndarray:
+        oy, ox = self.offset
+        return np.array([oy, ox, oy, ox], dtype=np.float64)
+
+    def _factors(self) -> np.ndarray:
+        sy, sx = self.scale
+        return np.array([sy, sx, sy, sx], dtype=np.float64)
+
+
+def _as_boxes(boxes: np.ndarray) -> np.ndarray:
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def breast_bbox(image: np.ndarray, margin: float = 0.01) -> tuple[int, int, int, int]:
+    """Box (y1, x1, y2, x2) of the breast: threshold, largest connected component, margin.
+
+    The threshold is the lower of Otsu's and 10% of the robust intensity range, so the dim skin
+    line stays in. ``margin`` is a fraction of the image size added on every side.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    height, width = image.shape[:2]
+    step = max(1, math.ceil(max(height, width) / _WORKING_SIZE))
+    small = image[::step, ::step]
+    low, high = float(small.min()), float(np.percentile(small, 99.5))
+    if high <= low:
+        logger.warning("breast_bbox: the image is uniform; keeping the whole image")
+        return 0, 0, height, width
+    threshold = min(float(skimage.filters.threshold_otsu(small)), low + 0.1 * (high - low))
+    labels, count = ndi.label(small > threshold, structure=np.ones((3, 3)))
+    if count == 0:
+        logger.warning("breast_bbox: no foreground found; keeping the whole image")
+        return 0, 0, height, width
+    sizes = np.bincount(labels.ravel())[1:]
+    rows, cols = np.nonzero(labels == 1 + int(np.argmax(sizes)))
+    pad_y = step + math.ceil(margin * height)
+    pad_x = step + math.ceil(margin * width)
+    return (
+        max(0, int(rows.min()) * step - pad_y),
+        max(0, int(cols.min()) * step - pad_x),
+        min(height, (int(rows.max()) + 1) * step + pad_y),
+        min(width, (int(cols.max()) + 1) * step + pad_x),
+    )
+
+
+def normalise_14bit(image: np.ndarray, bits_stored: int = 14) -> np.ndarray:
+    """Stored values -> float32 in [0, 1], dividing by the largest value ``bits_stored`` holds."""
+    top = float(2**bits_stored - 1)
+    return np.clip(np.asarray(image, dtype=np.float32) / top, 0.0, 1.0).astype(np.float32)
+
+
+def prepare_image(
+    pixels: np.ndarray,
+    masks: np.ndarray | None,
+    bits_stored: int,
+    target_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, Transform]:
+    """Crop to the breast, normalise to [0, 1], optionally resize so the long side is target_size.
+
+    The crop always keeps every mask whole. Returns (image float32 [h, w], masks bool [h, w, N],
+    Transform). A mass that resizing would erase keeps the pixel at its centre.
+    """
+    pixels = np.asarray(pixels)
+    height, width = pixels.shape[:2]
+    if masks is None:
+        masks = np.zeros((height, width, 0), dtype=bool)
+    masks = np.asarray(masks, dtype=bool)
+    if masks.shape[:2] != (height, width):
+        raise ValueError(f"prepare_image: masks {masks.shape[:2]} differ from image "
+                         f"{(height, width)}")
+    y1, x1, y2, x2 = _union_with_masks(breast_bbox(pixels), masks)
+    image = normalise_14bit(pixels[y1:y2, x1:x2], bits_stored)
+    cropped_masks = masks[y1:y2, x1:x2]
+    output_shape = _output_shape((y2 - y1, x2 - x1), target_size)
+    if output_shape != image.shape:
+        image = skimage.transform.resize(
+            image, output_shape, order=1, anti_aliasing=output_shape[0] < image.shape[0],
+            preserve_range=True,
+        ).astype(np.float32)
+        cropped_masks = _resize_masks(cropped_masks, output_shape)
+    transform = Transform((height, width), (int(y1), int(x1), int(y2), int(x2)), output_shape)
+    return image, cropped_masks, transform
+
+
+def _union_with_masks(
+    box: tuple[int, int, int, int], masks: np.ndarray
+) -> tuple[int, int, int, int]:
+    if masks.size == 0 or not masks.any():
+        return box
+    rows = np.nonzero(masks.any(axis=(1, 2)))[0]
+    cols = np.nonzero(masks.any(axis=(0, 2)))[0]
+    return (min(box[0], int(rows[0])), min(box[1], int(cols[0])),
+            max(box[2], int(rows[-1]) + 1), max(box[3], int(cols[-1]) + 1))
+
+
+def _output_shape(shape: tuple[int, int], target_size: int | None) -> tuple[int, int]:
+    if target_size is None:
+        return int(shape[0]), int(shape[1])
+    if target_size < 1:
+        raise ValueError(f"prepare_image: target_size must be positive, got {target_size}")
+    scale = target_size / max(shape)
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
+def _resize_masks(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize bool [h, w, N] masks (linear, threshold 0.5); no non-empty mask comes out empty."""
+    if masks.shape[:2] == tuple(shape):
+        return masks.astype(bool)
+    out = np.zeros(tuple(shape) + masks.shape[2:], dtype=bool)
+    shrink = shape[0] < masks.shape[0]
+    for n in range(masks.shape[2]):
+        resized = skimage.transform.resize(
+            masks[..., n].astype(np.float32), shape, order=1, anti_aliasing=shrink,
+        ) >= 0.5
+        if not resized.any() and masks[..., n].any():
+            rows, cols = np.nonzero(masks[..., n])
+            row = min(shape[0] - 1, int((rows.mean() + 0.5) * shape[0] / masks.shape[0]))
+            col = min(shape[1] - 1, int((cols.mean() + 0.5) * shape[1] / masks.shape[1]))
+            resized[row, col] = True
+        out[..., n] = resized
+    return out

@@ -1,0 +1,339 @@
+"""Input pipeline: image and mask resizing, mini masks, image meta, and training batches.
+
+Batches are built in numpy (loading, augmentation, RPN targets) by ``keras.utils.PyDataset``
+workers, so several images are prepared in parallel while the model trains on the last batch.
+Each item's randomness comes from a generator seeded by (seed, epoch, batch index), so a batch
+is the same whichever worker builds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import skimage.transform
+
+from mrcnn.anchors import get_anchors
+from mrcnn.augmentation import apply_augmentation
+from mrcnn.box_ops import denorm_boxes, extract_bboxes, norm_boxes
+from mrcnn.targets import build_rpn_targets
+
+logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------- resizing
+@dataclass(frozen=True)
+class ResizeInfo:
+    """How an original image maps onto the model input: scale, then pad (and crop)."""
+
+    window: tuple[int, int, int, int]  # (y1, x1, y2, x2) of the image inside the padding
+    scale: float
+    padding: tuple[tuple[int, int], ...]
+    crop: tuple[int, int, int, int] | None = None
+
+
+def resize_image(image: np.ndarray, min_dim: int | None = None, max_dim: int | None = None,
+                 min_scale: float | None = None, mode: str = "square"
+                 ) -> tuple[np.ndarray, tuple, float, list, Any]:
+    """Resize keeping the aspect ratio, then pad. Matterport's signature and return values:
+    (image, window, scale, padding, crop).
+
+    ``square``: scale so the short side is at least min_dim and the long side at most
+    max_dim, then pad to max_dim x max_dim. ``pad64``: scale as square, pad each side to a
+    multiple of 64. ``none``: unchanged.
+    """
+    dtype = image.dtype
+    h, w = image.shape[:2]
+    window = (0, 0, h, w)
+    scale = 1.0
+    padding = [(0, 0), (0, 0), (0, 0)]
+    if mode == "none":
+        return image, window, scale, padding, None
+    if min_dim:
+        scale = max(1.0, min_dim / min(h, w))
+    if min_scale and scale < min_scale:
+        scale = min_scale
+    if max_dim and mode == "square" and round(max(h, w) * scale) > max_dim:
+        scale = max_dim / max(h, w)
+    if scale != 1.0:
+        new_shape = (round(h * scale), round(w * scale))
+        image = skimage.transform.resize(image, new_shape + image.shape[2:], order=1,
+                                         mode="constant", preserve_range=True,
+                                         anti_aliasing=False).astype(dtype)
+    h, w = image.shape[:2]
+    if mode == "square":
+        top = (max_dim - h) // 2
+        left = (max_dim - w) // 2
+        padding = [(top, max_dim - h - top), (left, max_dim - w - left), (0, 0)]
+    elif mode == "pad64":
+        ph, pw = (-h) % 64, (-w) % 64
+        padding = [(ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)]
+    else:
+        raise ValueError(f"resize_image: unknown mode {mode!r}")
+    image = np.pad(image, padding[: image.ndim], mode="constant", constant_values=0)
+    window = (padding[0][0], padding[1][0], padding[0][0] + h, padding[1][0] + w)
+    return image, window, scale, padding, None
+
+
+def resize_mask(mask: np.ndarray, scale: float, padding, crop=None) -> np.ndarray:
+    """Resize and pad [H, W, N] masks exactly as resize_image did the image."""
+    mask = mask.astype(bool)
+    if scale != 1.0 and mask.shape[-1] > 0:
+        new_shape = (round(mask.shape[0] * scale), round(mask.shape[1] * scale))
+        mask = skimage.transform.resize(mask.astype(np.float32), new_shape + (mask.shape[2],),
+                                        order=0, mode="constant", preserve_range=True,
+                                        anti_aliasing=False) >= 0.5
+    elif scale != 1.0:
+        mask = np.zeros((round(mask.shape[0] * scale), round(mask.shape[1] * scale), 0), bool)
+    return np.pad(mask, padding, mode="constant", constant_values=False)
+
+
+def minimize_mask(bbox: np.ndarray, mask: np.ndarray, mini_shape) -> np.ndarray:
+    """Crop each mask to its box and resize it to mini_shape: [h, w, N] bool."""
+    mini = np.zeros(tuple(mini_shape) + (mask.shape[-1],), dtype=bool)
+    for i in range(mask.shape[-1]):
+        y1, x1, y2, x2 = bbox[i][:4]
+        crop = mask[y1:y2, x1:x2, i].astype(np.float32)
+        if crop.size == 0:
+            continue
+        mini[:, :, i] = skimage.transform.resize(crop, mini_shape, order=1, mode="constant",
+                                                 anti_aliasing=False) >= 0.5
+    return mini
+
+
+def expand_mask(bbox: np.ndarray, mini_mask: np.ndarray, image_shape) -> np.ndarray:
+    """Inverse of minimize_mask: paste each mini mask back into a full-size [H, W, N] mask."""
+    mask = np.zeros(tuple(image_shape[:2]) + (mini_mask.shape[-1],), dtype=bool)
+    for i in range(mini_mask.shape[-1]):
+        y1, x1, y2, x2 = bbox[i][:4]
+        if y2 <= y1 or x2 <= x1:
+            continue
+        m = skimage.transform.resize(mini_mask[:, :, i].astype(np.float32), (y2 - y1, x2 - x1),
+                                     order=1, mode="constant", anti_aliasing=False)
+        mask[y1:y2, x1:x2, i] = m >= 0.5
+    return mask
+
+
+def unmold_mask(mask: np.ndarray, bbox, image_shape, threshold: float = 0.5) -> np.ndarray:
+    """Paste a predicted [h, w] float mask into its box of a full image: [H, W] bool."""
+    y1, x1, y2, x2 = (int(v) for v in bbox)
+    full = np.zeros(tuple(image_shape[:2]), dtype=bool)
+    y1c, x1c = max(y1, 0), max(x1, 0)
+    y2c, x2c = min(y2, image_shape[0]), min(x2, image_shape[1])
+    if y2 <= y1 or x2 <= x1 or y2c <= y1c or x2c <= x1c:
+        return full
+    resized = skimage.transform.resize(mask.astype(np.float32), (y2 - y1, x2 - x1), order=1,
+                                       mode="constant", anti_aliasing=False)
+    full[y1c:y2c, x1c:x2c] = resized[y1c - y1:y2c - y1, x1c - x1:x2c - x1] >= threshold
+    return full
+
+
+# ----------------------------------------------------------------------------- image meta
+def compose_image_meta(image_id: int, original_image_shape, image_shape, window, scale: float,
+                       active_class_ids) -> np.ndarray:
+    """Matterport's image_meta vector: id, original shape, image shape, window, scale,
+    active class ids."""
+    return np.array(
+        [image_id, *original_image_shape, *image_shape, *window, scale, *active_class_ids],
+        dtype=np.float32,
+    )
+
+
+def parse_image_meta(meta: np.ndarray) -> dict[str, np.ndarray]:
+    """Split image_meta rows [B, META] into named fields."""
+    meta = np.asarray(meta)
+    return {
+        "image_id": meta[:, 0].astype(np.int32),
+        "original_image_shape": meta[:, 1:4].astype(np.int32),
+        "image_shape": meta[:, 4:7].astype(np.int32),
+        "window": meta[:, 7:11].astype(np.int32),
+        "scale": meta[:, 11].astype(np.float32),
+        "active_class_ids": meta[:, 12:].astype(np.int32),
+    }
+
+
+def mold_image(images: np.ndarray, config) -> np.ndarray:
+    """What the network sees: float32, MEAN_PIXEL subtracted."""
+    return images.astype(np.float32) - config.MEAN_PIXEL
+
+
+def unmold_image(normalized_images: np.ndarray, config) -> np.ndarray:
+    return (normalized_images + config.MEAN_PIXEL).astype(np.uint8)
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """Give an image the configured channel count (gray <-> RGB)."""
+    if image.ndim == 2:
+        image = image[:, :, np.newaxis]
+    if image.shape[-1] == channels:
+        return image
+    if channels == 1:
+        return image.mean(axis=-1, keepdims=True).astype(image.dtype)
+    if image.shape[-1] == 1:
+        return np.repeat(image, channels, axis=-1)
+    raise ValueError(f"cannot convert an image with {image.shape[-1]} channels to {channels}")
+
+
+def mold_inputs(images: list[np.ndarray], config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resize, pad and normalise images for the network: (molded, image_metas, windows)."""
+    molded, metas, windows = [], [], []
+    for image in images:
+        image = to_channels(image, config.IMAGE_CHANNEL_COUNT)
+        resized, window, scale, _, _ = resize_image(
+            image, min_dim=config.IMAGE_MIN_DIM, max_dim=config.IMAGE_MAX_DIM,
+            min_scale=config.IMAGE_MIN_SCALE, mode=config.IMAGE_RESIZE_MODE)
+        molded.append(mold_image(resized, config))
+        metas.append(compose_image_meta(0, image.shape, resized.shape, window, scale,
+                                        np.zeros(config.NUM_CLASSES, np.int32)))
+        windows.append(window)
+    if len({m.shape for m in molded}) != 1:
+        raise ValueError("mold_inputs: images resize to different shapes; use "
+                         "IMAGE_RESIZE_MODE='square' or detect one image size at a time")
+    return np.stack(molded), np.stack(metas), np.array(windows)
+
+
+# ------------------------------------------------------------------------- ground truth
+def load_image_gt(dataset, config, image_id: int, augmentation: Callable | None = None,
+                  rng: np.random.Generator | None = None):
+    """Load one image with its instances, resized for the model.
+
+    Returns (image, image_meta, class_ids [N], bbox [N, 4] pixel, mask [H, W, N] or mini
+    masks [h, w, N]). Zero-area masks (also after augmentation) are dropped with a warning
+    naming the image; an image without instances is kept (it teaches the background).
+    """
+    rng = rng if rng is not None else np.random.default_rng()
+    image = to_channels(dataset.load_image(image_id), config.IMAGE_CHANNEL_COUNT)
+    mask, class_ids = dataset.load_mask(image_id)
+    if mask.size == 0 or mask.shape[:2] != image.shape[:2]:
+        if mask.shape[-1] > 0:
+            raise ValueError(f"{dataset.image_reference(image_id)}: mask shape {mask.shape[:2]} "
+                             f"differs from image shape {image.shape[:2]}")
+        mask = np.zeros(image.shape[:2] + (0,), dtype=bool)
+    class_ids = np.asarray(class_ids, dtype=np.int32).reshape(-1)
+    if class_ids.size != mask.shape[-1]:
+        raise ValueError(f"{dataset.image_reference(image_id)}: {mask.shape[-1]} masks but "
+                         f"{class_ids.size} class ids")
+    original_shape = image.shape
+    image, window, scale, padding, crop = resize_image(
+        image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
+        max_dim=config.IMAGE_MAX_DIM, mode=config.IMAGE_RESIZE_MODE)
+    mask = resize_mask(mask, scale, padding, crop)
+    if augmentation is not None:
+        image, mask = apply_augmentation(augmentation, image, mask, rng)
+    keep = mask.any(axis=(0, 1))
+    if not keep.all():
+        logger.warning("%s: dropped %d zero-area mask(s)", dataset.image_reference(image_id),
+                       int((~keep).sum()))
+        mask, class_ids = mask[:, :, keep], class_ids[keep]
+    bbox = extract_bboxes(mask)
+    active_class_ids = np.zeros(dataset.num_classes, dtype=np.int32)
+    source = dataset.image_info[image_id]["source"]
+    active_class_ids[dataset.source_class_ids.get(source, list(range(dataset.num_classes)))] = 1
+    if config.USE_MINI_MASK:
+        mask = minimize_mask(bbox, mask, config.MINI_MASK_SHAPE)
+    meta = compose_image_meta(image_id, original_shape, image.shape, window, scale,
+                              active_class_ids)
+    return image, meta, class_ids, bbox, mask
+
+
+# ------------------------------------------------------------------------------- batches
+class DataGenerator(keras.utils.PyDataset):
+    """Training batches for ``MaskRCNN.train``: a dict of the model's named inputs.
+
+    ``sampler`` (optional) chooses which images an epoch sees (e.g. class-balanced sampling);
+    it must offer ``epoch_indices(n, epoch)`` returning dataset image indices.
+    """
+
+    def __init__(self, dataset, config, shuffle: bool = True, augmentation=None,
+                 steps: int | None = None, sampler=None, seed: int = 0,
+                 workers: int | None = None, use_multiprocessing: bool = False,
+                 max_queue_size: int = 10) -> None:
+        workers = config.DATA_WORKERS if workers is None else workers
+        super().__init__(workers=max(1, workers), use_multiprocessing=use_multiprocessing,
+                         max_queue_size=max_queue_size)
+        self.dataset = dataset
+        self.config = config
+        self.shuffle = shuffle
+        self.augmentation = augmentation
+        self.sampler = sampler
+        self.seed = seed
+        self.batch_size = config.BATCH_SIZE
+        n_images = len(dataset.image_ids)
+        if n_images == 0:
+            raise ValueError("DataGenerator: the dataset has no images (did you call prepare()?)")
+        self.steps = steps or math.ceil(n_images / self.batch_size)
+        self.epoch = 0
+        shape = tuple(int(v) for v in config.IMAGE_SHAPE[:2])
+        self.anchors_px = denorm_boxes(get_anchors(config, shape), shape)
+        self._order = self._epoch_order(0)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._order = self._epoch_order(self.epoch)
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        needed = self.steps * self.batch_size
+        if self.sampler is not None:
+            return np.asarray(self.sampler.epoch_indices(needed, epoch=epoch))
+        ids = np.asarray(self.dataset.image_ids)
+        rng = np.random.default_rng([self.seed, epoch])
+        reps = math.ceil(needed / len(ids))
+        parts = [rng.permutation(ids) if self.shuffle else ids for _ in range(reps)]
+        return np.concatenate(parts)[:needed]
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        ids = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return build_batch(self.dataset, self.config, ids, self.anchors_px, rng,
+                           self.augmentation)
+
+
+def build_batch(dataset, config, image_ids, anchors_px: np.ndarray, rng: np.random.Generator,
+                augmentation=None) -> dict[str, np.ndarray]:
+    """Load, augment and pack the images of one batch with their RPN and head targets."""
+    cfg = config
+    b = len(image_ids)
+    shape = tuple(int(v) for v in cfg.IMAGE_SHAPE[:2])
+    mask_shape = tuple(cfg.MINI_MASK_SHAPE) if cfg.USE_MINI_MASK else shape
+    batch = {
+        "input_image": np.zeros((b, *shape, cfg.IMAGE_CHANNEL_COUNT), np.float32),
+        "input_image_meta": np.zeros((b, cfg.IMAGE_META_SIZE), np.float32),
+        "input_anchors": np.broadcast_to(norm_boxes(anchors_px, shape),
+                                         (b, *anchors_px.shape)).astype(np.float32),
+        "input_rpn_match": np.zeros((b, anchors_px.shape[0]), np.int32),
+        "input_rpn_bbox": np.zeros((b, cfg.RPN_TRAIN_ANCHORS_PER_IMAGE, 4), np.float32),
+        "input_gt_class_ids": np.zeros((b, cfg.MAX_GT_INSTANCES), np.int32),
+        "input_gt_boxes": np.zeros((b, cfg.MAX_GT_INSTANCES, 4), np.float32),
+        "input_gt_masks": np.zeros((b, *mask_shape, cfg.MAX_GT_INSTANCES), bool),
+    }
+    for i, image_id in enumerate(image_ids):
+        image, meta, class_ids, boxes, masks = load_image_gt(dataset, cfg, int(image_id),
+                                                             augmentation, rng)
+        if image.shape[:2] != shape:
+            raise ValueError(f"{dataset.image_reference(int(image_id))}: resized to "
+                             f"{image.shape[:2]}, the model expects {shape}; use "
+                             f"IMAGE_RESIZE_MODE='square' for batches")
+        if class_ids.size > cfg.MAX_GT_INSTANCES:
+            logger.warning("%s: %d instances, keeping a random %d (MAX_GT_INSTANCES)",
+                           dataset.image_reference(int(image_id)), class_ids.size,
+                           cfg.MAX_GT_INSTANCES)
+            pick = np.sort(rng.choice(class_ids.size, cfg.MAX_GT_INSTANCES, replace=False))
+            class_ids, boxes, masks = class_ids[pick], boxes[pick], masks[:, :, pick]
+        rpn_match, rpn_bbox = build_rpn_targets(anchors_px, class_ids, boxes, cfg, rng=rng)
+        n = class_ids.size
+        batch["input_image"][i] = mold_image(image, cfg)
+        batch["input_image_meta"][i] = meta
+        batch["input_rpn_match"][i] = rpn_match
+        batch["input_rpn_bbox"][i] = rpn_bbox
+        batch["input_gt_class_ids"][i, :n] = class_ids
+        batch["input_gt_boxes"][i, :n] = norm_boxes(boxes.astype(np.float32), shape)
+        batch["input_gt_masks"][i, :, :, :n] = masks
+    return batch

@@ -1,0 +1,156 @@
+"""The per-ROI heads: ROI features, box/class head and mask head, in two layouts.
+
+``paper``: one 7x7 ROIAlign shared by the heads; the class/box head global-average-pools it
+(1024-d on ResNet C4) and applies one FC layer each; the mask head upsamples it with two
+transposed convolutions to 28x28x256 (theta4) and predicts one sigmoid map per class.
+``matterport``: 7x7 ROIs through two 1024-d "FC" layers (as convolutions) for class and box; a
+separate 14x14 ROIAlign for the mask head with four 3x3 convolutions and one transposed
+convolution to 28x28x256.
+
+Per-ROI layers act on ``[B*N, ...]``: ROIs are folded into the batch axis (Keras 3's
+``TimeDistributed`` unrolls a Python loop over ROIs, far too slow for hundreds of ROIs).
+Layer names are Matterport's where a Matterport layer exists, so its weight files load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+from keras import layers, ops
+
+from mrcnn.backbone import BatchNorm
+from mrcnn.roi_align import PyramidROIAlign, ROIAlign
+
+
+@dataclass
+class HeadOutputs:
+    """Symbolic outputs of the heads for N ROIs per image."""
+
+    class_feature: keras.KerasTensor  # [B, N, F] feature the classifier and box regressor see
+    bbox_deltas: keras.KerasTensor  # [B, N, K, 4], K = NUM_CLASSES or 1 (class-agnostic)
+    mask_feature: keras.KerasTensor | None = None  # [B, N, 28, 28, 256] (theta4)
+    masks: keras.KerasTensor | None = None  # [B, N, 28, 28, NUM_CLASSES] sigmoid
+    class_logits: keras.KerasTensor | None = None  # [B, N, NUM_CLASSES]
+    class_probs: keras.KerasTensor | None = None
+
+
+def head_initializer(config) -> str | keras.initializers.Initializer:
+    """Normal(0, HEAD_INIT_STD) for non-backbone layers when configured (the paper: 0.05)."""
+    if config.HEAD_INIT_STD is None:
+        return "glorot_uniform"
+    return keras.initializers.RandomNormal(mean=0.0, stddev=float(config.HEAD_INIT_STD))
+
+
+def fold_rois(x: keras.KerasTensor) -> keras.KerasTensor:
+    """[B, N, ...] -> [B*N, ...]."""
+    return ops.reshape(x, (-1, *x.shape[2:]))
+
+
+def unfold_rois(x: keras.KerasTensor, num_rois: int) -> keras.KerasTensor:
+    """[B*N, ...] -> [B, N, ...]."""
+    return ops.reshape(x, (-1, num_rois, *x.shape[1:]))
+
+
+def roi_features(rois, feature_maps, image_meta, pool_size: int, name: str):
+    """ROIAlign from the single C4 map, or from the pyramid level that suits each ROI."""
+    if len(feature_maps) == 1:
+        return ROIAlign((pool_size, pool_size), name=name)([rois, feature_maps[0]])
+    return PyramidROIAlign((pool_size, pool_size), name=name)([rois, image_meta, *feature_maps])
+
+
+def num_box_sets(config) -> int:
+    return config.NUM_CLASSES if config.CLASS_SPECIFIC_BOXES else 1
+
+
+def box_regressor(feature, num_rois: int, config, init) -> keras.KerasTensor:
+    """FC from the ROI feature to 4 deltas per class (or one class-agnostic set)."""
+    k = num_box_sets(config)
+    deltas = layers.Dense(4 * k, kernel_initializer=init, name="mrcnn_bbox_fc")(feature)
+    return layers.Reshape((num_rois, k, 4), name="mrcnn_bbox")(deltas)
+
+
+def classifier(feature, config, init, name: str = "mrcnn_class_logits"):
+    """FC from the ROI feature to class logits and softmax probabilities."""
+    logits = layers.Dense(config.NUM_CLASSES, kernel_initializer=init, name=name)(feature)
+    probs = layers.Activation("softmax", name="mrcnn_class", dtype="float32")(logits)
+    return logits, probs
+
+
+# ------------------------------------------------------------------------------- paper layout
+def paper_box_head(roi_feature, num_rois: int, config) -> tuple:
+    """Global mean pool of the 7x7 ROI feature -> (class feature [B,N,C], deltas)."""
+    init = head_initializer(config)
+    feature = ops.mean(roi_feature, axis=(2, 3))
+    return feature, box_regressor(feature, num_rois, config, init)
+
+
+def paper_mask_head(roi_feature, num_rois: int, config) -> tuple:
+    """Two 2x transposed convolutions 7->14->28 with 256 channels (theta4), then 1x1 sigmoid."""
+    init = head_initializer(config)
+    x = fold_rois(roi_feature)
+    channels = config.MASK_HEAD_CHANNELS
+    x = layers.Conv2DTranspose(channels, 2, strides=2, activation="relu",
+                               kernel_initializer=init, name="mrcnn_mask_deconv1")(x)
+    theta4 = layers.Conv2DTranspose(channels, 2, strides=2, activation="relu",
+                                    kernel_initializer=init, name="mrcnn_mask_deconv2")(x)
+    masks = layers.Conv2D(config.NUM_CLASSES, 1, activation="sigmoid", kernel_initializer=init,
+                          name="mrcnn_mask", dtype="float32")(theta4)
+    return unfold_rois(theta4, num_rois), unfold_rois(masks, num_rois)
+
+
+# -------------------------------------------------------------------------- matterport layout
+def matterport_box_head(roi_feature, num_rois: int, config) -> tuple:
+    """Two FC layers (a POOL_SIZE conv and a 1x1 conv) of FPN_CLASSIF_FC_LAYERS_SIZE units."""
+    init = head_initializer(config)
+    size = config.FPN_CLASSIF_FC_LAYERS_SIZE
+    x = fold_rois(roi_feature)
+    x = layers.Conv2D(size, config.POOL_SIZE, padding="valid", kernel_initializer=init,
+                      name="mrcnn_class_conv1")(x)
+    x = BatchNorm(name="mrcnn_class_bn1")(x)
+    x = layers.Activation("relu")(x)
+    x = layers.Conv2D(size, 1, kernel_initializer=init, name="mrcnn_class_conv2")(x)
+    x = BatchNorm(name="mrcnn_class_bn2")(x)
+    x = layers.Activation("relu")(x)
+    feature = unfold_rois(ops.reshape(x, (-1, size)), num_rois)
+    return feature, box_regressor(feature, num_rois, config, init)
+
+
+def matterport_mask_head(roi_feature, num_rois: int, config) -> tuple:
+    """Four 3x3 convolutions, one 2x transposed convolution (theta4), 1x1 sigmoid."""
+    init = head_initializer(config)
+    x = fold_rois(roi_feature)
+    for i in range(1, 5):
+        x = layers.Conv2D(config.MASK_HEAD_CHANNELS, 3, padding="same", kernel_initializer=init,
+                          name=f"mrcnn_mask_conv{i}")(x)
+        x = BatchNorm(name=f"mrcnn_mask_bn{i}")(x)
+        x = layers.Activation("relu")(x)
+    theta4 = layers.Conv2DTranspose(config.MASK_HEAD_CHANNELS, 2, strides=2, activation="relu",
+                                    kernel_initializer=init, name="mrcnn_mask_deconv")(x)
+    masks = layers.Conv2D(config.NUM_CLASSES, 1, activation="sigmoid", kernel_initializer=init,
+                          name="mrcnn_mask", dtype="float32")(theta4)
+    return unfold_rois(theta4, num_rois), unfold_rois(masks, num_rois)
+
+
+def box_head(rois, feature_maps, image_meta, config) -> tuple:
+    """ROIAlign + the configured box/class head -> (roi_feature, class_feature, bbox_deltas)."""
+    num_rois = rois.shape[1]
+    feature = roi_features(rois, feature_maps, image_meta, config.POOL_SIZE,
+                           name="roi_align_classifier")
+    head = paper_box_head if config.HEAD_LAYOUT == "paper" else matterport_box_head
+    class_feature, deltas = head(feature, num_rois, config)
+    return feature, class_feature, deltas
+
+
+def mask_head(rois, feature_maps, image_meta, config, roi_feature=None) -> tuple:
+    """The configured mask head -> (theta4, masks). The paper layout reuses the 7x7 ROI
+    feature of the box head when given (same boxes); otherwise it pools its own."""
+    num_rois = rois.shape[1]
+    if config.HEAD_LAYOUT == "paper":
+        if roi_feature is None:
+            roi_feature = roi_features(rois, feature_maps, image_meta, config.POOL_SIZE,
+                                       name="roi_align_mask")
+        return paper_mask_head(roi_feature, num_rois, config)
+    feature = roi_features(rois, feature_maps, image_meta, config.MASK_POOL_SIZE,
+                           name="roi_align_mask")
+    return matterport_mask_head(feature, num_rois, config)

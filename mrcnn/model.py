@@ -1,0 +1,428 @@
+"""MaskRCNN: builds the network from its parts, trains it, detects, saves and loads weights.
+
+The public API is Matterport's (``MaskRCNN(mode, config, model_dir)``, ``train``,
+``detect``, ``load_weights``, ``find_last``, ``keras_model``) on Keras 3: losses are computed
+in a custom ``train_step``, batches come from parallel ``PyDataset`` workers, and a
+``tf.distribute`` strategy may wrap building and training.
+
+Sub-classes change the network by overriding the ``build_*`` methods (FT-MTL-Net overrides the
+classifier and the inference order).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mrcnn import losses as L
+from mrcnn.anchors import anchors_per_location, get_anchors
+from mrcnn.backbone import LAYER_PRESETS, BatchNorm, build_backbone
+from mrcnn.checkpoint import (
+    checkpoint_epoch,
+    find_last_checkpoint,
+    new_log_dir,
+    save_config_json,
+    save_weights_h5,
+)
+from mrcnn.data import DataGenerator, mold_inputs, unmold_mask
+from mrcnn.detection import DetectionLayer
+from mrcnn.heads import HeadOutputs, box_head, classifier, head_initializer, mask_head
+from mrcnn.rpn import ProposalLayer, build_rpn_model
+from mrcnn.targets import DetectionTargetLayer, valid_roi_mask
+from mrcnn.weights import load_legacy_h5
+
+logger = logging.getLogger(__name__)
+
+LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
+              "mrcnn_mask_loss")
+
+
+# --------------------------------------------------------------------------- training model
+class MaskRCNNTrainer(keras.Model):
+    """The training graph with its losses: ``train_step`` and ``test_step`` compute the five
+    Mask R-CNN losses from the graph's outputs and the batch's targets."""
+
+    def __init__(self, *args, loss_weights: dict[str, float] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_weights = dict(loss_weights or {name: 1.0 for name in LOSS_NAMES})
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *LOSS_NAMES)}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def compute_losses(self, batch: dict, outputs: dict) -> dict[str, tf.Tensor]:
+        """The five losses, each a scalar."""
+        return {
+            "rpn_class_loss": L.rpn_class_loss(batch["input_rpn_match"],
+                                               outputs["rpn_class_logits"]),
+            "rpn_bbox_loss": L.rpn_bbox_loss(batch["input_rpn_bbox"], batch["input_rpn_match"],
+                                             outputs["rpn_bbox"]),
+            "mrcnn_class_loss": L.mrcnn_class_loss(outputs["target_class_ids"],
+                                                   outputs["mrcnn_class_logits"],
+                                                   valid_roi_mask(outputs["rois"])),
+            "mrcnn_bbox_loss": L.mrcnn_bbox_loss(outputs["target_bbox"],
+                                                 outputs["target_class_ids"],
+                                                 outputs["mrcnn_bbox"]),
+            "mrcnn_mask_loss": L.mrcnn_mask_loss(outputs["target_mask"],
+                                                 outputs["target_class_ids"],
+                                                 outputs["mrcnn_mask"]),
+        }
+
+    def total_loss(self, losses: dict[str, tf.Tensor]) -> tf.Tensor:
+        return tf.add_n([tf.cast(self.loss_weights.get(name, 0.0), tf.float32) * value
+                         for name, value in losses.items()])
+
+    def _forward(self, data, training: bool):
+        batch, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        outputs = self(batch, training=training)
+        losses = self.compute_losses(batch, outputs)
+        return losses, self.total_loss(losses)
+
+    def _update(self, losses, total) -> dict[str, tf.Tensor]:
+        self.trackers["loss"].update_state(total)
+        for name, value in losses.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            losses, total = self._forward(data, training=True)
+            scaled = self.optimizer.scale_loss(total)
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
+        self.optimizer.apply_gradients(pairs)
+        return self._update(losses, total)
+
+    def test_step(self, data):
+        losses, total = self._forward(data, training=False)
+        return self._update(losses, total)
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """Writes ``mask_rcnn_<name>_<epoch>.h5`` after every epoch, atomically."""
+
+    def __init__(self, owner: MaskRCNN) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        self.owner.epoch = epoch + 1
+        path = self.owner.checkpoint_path.format(epoch=epoch + 1)
+        save_weights_h5(self.owner.keras_model, path)
+        logger.info("saved %s", path)
+
+
+# ----------------------------------------------------------------------------------- model
+class MaskRCNN:
+    """Mask R-CNN in ``training`` or ``inference`` mode (Matterport's API)."""
+
+    def __init__(self, mode: str, config, model_dir: str | os.PathLike,
+                 strategy: tf.distribute.Strategy | None = None) -> None:
+        if mode not in ("training", "inference"):
+            raise ValueError(f"MaskRCNN: mode must be 'training' or 'inference', got {mode!r}")
+        self.mode = mode
+        self.config = config
+        self.model_dir = str(model_dir)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.epoch = 0
+        self.set_log_dir()
+        with self.strategy.scope():
+            self.keras_model = self.build(mode, config)
+        self._predict = None
+
+    # ------------------------------------------------------------------------- building
+    def build(self, mode: str, config) -> keras.Model:
+        """Assemble the graph for the mode."""
+        h, w = (None, None) if config.IMAGE_RESIZE_MODE != "square" else (
+            int(config.IMAGE_SHAPE[0]), int(config.IMAGE_SHAPE[1]))
+        inputs = {
+            "input_image": keras.Input((h, w, config.IMAGE_CHANNEL_COUNT), name="input_image"),
+            "input_image_meta": keras.Input((config.IMAGE_META_SIZE,), name="input_image_meta"),
+            "input_anchors": keras.Input((None, 4), name="input_anchors"),
+        }
+        rpn_maps, mrcnn_maps = self.build_backbone(inputs["input_image"])
+        rpn_class_logits, rpn_probs, rpn_bbox = self.build_rpn(rpn_maps)
+        proposal_count = (config.POST_NMS_ROIS_TRAINING if mode == "training"
+                          else config.POST_NMS_ROIS_INFERENCE)
+        proposals = ProposalLayer(proposal_count, config.RPN_NMS_THRESHOLD,
+                                  config.PRE_NMS_LIMIT, config.RPN_BBOX_STD_DEV,
+                                  name="ROI")([rpn_probs, rpn_bbox, inputs["input_anchors"]])
+        if mode == "inference":
+            outputs = self.build_inference_heads(proposals, mrcnn_maps,
+                                                 inputs["input_image_meta"])
+            outputs.update(rpn_rois=proposals, rpn_class=rpn_probs, rpn_bbox=rpn_bbox)
+            return keras.Model(inputs, outputs, name="mask_rcnn")
+
+        mask_shape = (tuple(config.MINI_MASK_SHAPE) if config.USE_MINI_MASK
+                      else (h, w))
+        inputs.update({
+            "input_rpn_match": keras.Input((None,), dtype="int32", name="input_rpn_match"),
+            "input_rpn_bbox": keras.Input((config.RPN_TRAIN_ANCHORS_PER_IMAGE, 4),
+                                          name="input_rpn_bbox"),
+            "input_gt_class_ids": keras.Input((config.MAX_GT_INSTANCES,), dtype="int32",
+                                              name="input_gt_class_ids"),
+            "input_gt_boxes": keras.Input((config.MAX_GT_INSTANCES, 4), name="input_gt_boxes"),
+            "input_gt_masks": keras.Input((*mask_shape, config.MAX_GT_INSTANCES), dtype="bool",
+                                          name="input_gt_masks"),
+        })
+        rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
+            config, name="proposal_targets")([proposals, inputs["input_gt_class_ids"],
+                                              inputs["input_gt_boxes"],
+                                              inputs["input_gt_masks"]])
+        heads = self.build_training_heads(rois, mrcnn_maps, inputs["input_image_meta"])
+        outputs = {
+            "rpn_class_logits": rpn_class_logits,
+            "rpn_bbox": rpn_bbox,
+            "rois": rois,
+            "target_class_ids": target_class_ids,
+            "target_bbox": target_bbox,
+            "target_mask": target_mask,
+            "mrcnn_class_logits": heads.class_logits,
+            "mrcnn_bbox": heads.bbox_deltas,
+            "mrcnn_mask": heads.masks,
+        }
+        return MaskRCNNTrainer(inputs, outputs, name="mask_rcnn",
+                               loss_weights=config.LOSS_WEIGHTS)
+
+    def build_backbone(self, input_image):
+        return build_backbone(input_image, self.config)
+
+    def build_rpn(self, rpn_maps):
+        """The shared RPN head on every level, outputs concatenated level by level."""
+        config = self.config
+        depth = int(rpn_maps[0].shape[-1])
+        rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, anchors_per_location(config), depth,
+                              kernel_initializer=head_initializer(config))
+        per_level = [rpn(p) for p in rpn_maps]
+        if len(per_level) == 1:
+            return per_level[0]
+        return [keras.layers.Concatenate(axis=1, name=name)([lvl[i] for lvl in per_level])
+                for i, name in enumerate(("rpn_class_logits", "rpn_class", "rpn_bbox"))]
+
+    def build_classifier(self, class_feature, mask_feature, masks):
+        """Class logits and probabilities from the ROI feature (FT-MTL-Net adds the
+        mask-weighted transfer feature here)."""
+        return classifier(class_feature, self.config, head_initializer(self.config))
+
+    def build_training_heads(self, rois, mrcnn_maps, image_meta) -> HeadOutputs:
+        """Box, mask and class heads on the sampled ROIs (the mask head runs on every ROI;
+        its loss counts positives only)."""
+        roi_feature, class_feature, deltas = box_head(rois, mrcnn_maps, image_meta, self.config)
+        mask_feature, masks = mask_head(rois, mrcnn_maps, image_meta, self.config,
+                                        roi_feature=roi_feature)
+        logits, probs = self.build_classifier(class_feature, mask_feature, masks)
+        return HeadOutputs(class_feature, deltas, mask_feature, masks, logits, probs)
+
+    def build_inference_heads(self, rois, mrcnn_maps, image_meta) -> dict[str, Any]:
+        """Matterport's order: classify and refine the proposals, select detections, then run
+        the mask head on the detection boxes."""
+        _, class_feature, deltas = box_head(rois, mrcnn_maps, image_meta, self.config)
+        _, probs = self.build_classifier(class_feature, None, None)
+        detections, _ = DetectionLayer(self.config, name="mrcnn_detection")(
+            [rois, probs, deltas, image_meta])
+        boxes = detections[:, :, :4]
+        _, masks = mask_head(boxes, mrcnn_maps, image_meta, self.config)
+        return {"detections": detections, "mrcnn_class": probs, "mrcnn_bbox": deltas,
+                "mrcnn_mask": masks}
+
+    # ------------------------------------------------------------------------ log dirs
+    def set_log_dir(self, model_path: str | os.PathLike | None = None) -> None:
+        """Start a new run folder, or continue the one ``model_path`` belongs to (the next
+        epoch is the checkpoint's epoch + 1)."""
+        name = (self.config.NAME or "model").lower()
+        epoch = checkpoint_epoch(model_path) if model_path else None
+        if epoch is not None:
+            self.log_dir = str(Path(model_path).parent)
+            self.epoch = epoch
+        else:
+            log_dir = new_log_dir(self.model_dir, name)
+            if self.mode == "training":
+                log_dir.mkdir(parents=True)  # claim the name: runs started together differ
+            self.log_dir = str(log_dir)
+            self.epoch = 0
+        self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.h5")
+
+    def find_last(self) -> str:
+        """Path of the last checkpoint of the last run of this configuration."""
+        return str(find_last_checkpoint(self.model_dir, self.config.NAME or "model"))
+
+    # -------------------------------------------------------------------------- weights
+    def save_weights(self, filepath: str | os.PathLike) -> None:
+        save_weights_h5(self.keras_model, filepath)
+
+    def load_weights(self, filepath: str | os.PathLike, by_name: bool = False,
+                     exclude: list[str] | None = None):
+        """Load an ``.h5`` weight file (ours or Matterport's) by layer name; ``exclude``
+        lists layer names to leave as they are. Resumes the epoch count of our checkpoints.
+
+        ``by_name`` is kept for Matterport's signature; weights always match by layer name,
+        since position-based matching silently breaks between model variants."""
+        del by_name
+        report = load_legacy_h5(self.keras_model, filepath, by_name=True, exclude=exclude)
+        self.set_log_dir(filepath)
+        self._predict = None
+        return report
+
+    # ------------------------------------------------------------------------- training
+    def set_trainable(self, layer_regex: str) -> list[str]:
+        """Make layers whose name fully matches the regex trainable, freeze the rest.
+        BatchNorm layers train only when TRAIN_BN is true. Returns the trainable names."""
+        pattern = re.compile(layer_regex)
+        names = []
+
+        def visit(model: keras.Model) -> None:
+            for layer in model.layers:
+                if isinstance(layer, keras.Model):
+                    # Setting a model's flag sets all its layers' flags: set it first.
+                    layer.trainable = True
+                    visit(layer)
+                    continue
+                if not layer.weights:
+                    continue
+                trainable = bool(pattern.fullmatch(layer.name))
+                if isinstance(layer, BatchNorm) and not self.config.TRAIN_BN:
+                    trainable = False
+                layer.trainable = trainable
+                if trainable:
+                    names.append(layer.name)
+
+        visit(self.keras_model)
+        return names
+
+    def compile(self, learning_rate: float, momentum: float,
+                loss_weights: dict[str, float] | None = None) -> None:
+        """SGD with momentum (or Adam, per OPTIMIZER), gradient clipping and decoupled weight
+        decay (not on biases and BatchNorm parameters)."""
+        common = {"learning_rate": learning_rate, "clipnorm": self.config.GRADIENT_CLIP_NORM,
+                  "weight_decay": self.config.WEIGHT_DECAY or None}
+        if self.config.OPTIMIZER == "adam":
+            optimizer = keras.optimizers.Adam(beta_1=momentum, **common)
+        else:
+            optimizer = keras.optimizers.SGD(momentum=momentum, **common)
+        if self.config.WEIGHT_DECAY:
+            optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        if loss_weights is not None:
+            self.keras_model.loss_weights = dict(loss_weights)
+        self.keras_model.compile(optimizer=optimizer, jit_compile=False)
+
+    def train(self, train_dataset, val_dataset, learning_rate: float, epochs: int,
+              layers: str, augmentation=None, custom_callbacks=None,
+              no_augmentation_sources=None, loss_weights: dict[str, float] | None = None,
+              sampler=None, verbose: int = 1, seed: int = 0) -> keras.callbacks.History:
+        """Train to epoch ``epochs`` (an absolute count, as in Matterport: training resumed
+        from epoch 3 with epochs=5 runs two more). ``layers``: a preset (heads, 3+, 4+, 5+,
+        all) or a regex of layer names."""
+        if self.mode != "training":
+            raise ValueError("MaskRCNN.train needs a model created in 'training' mode")
+        if no_augmentation_sources:
+            logger.warning("no_augmentation_sources is not supported; augmentation applies "
+                           "to every source")
+        config = self.config
+        regex = LAYER_PRESETS.get(layers, layers)
+        train_gen = DataGenerator(train_dataset, config, shuffle=True,
+                                  augmentation=augmentation, steps=config.STEPS_PER_EPOCH,
+                                  sampler=sampler, seed=seed)
+        val_gen = (DataGenerator(val_dataset, config, shuffle=True,
+                                 steps=config.VALIDATION_STEPS, seed=seed + 1)
+                   if val_dataset is not None else None)
+        os.makedirs(self.log_dir, exist_ok=True)
+        save_config_json(config, os.path.join(self.log_dir, "config.json"))
+        with self.strategy.scope():
+            trainable = self.set_trainable(regex)
+            self.compile(learning_rate, config.LEARNING_MOMENTUM, loss_weights)
+        logger.info("training %d layers from epoch %d to %d (lr %g), log dir %s",
+                    len(trainable), self.epoch, epochs, learning_rate, self.log_dir)
+        callbacks = [
+            keras.callbacks.TensorBoard(log_dir=self.log_dir, write_graph=False,
+                                        profile_batch=0),
+            CheckpointCallback(self),
+            *(custom_callbacks or []),
+        ]
+        history = self.keras_model.fit(train_gen, initial_epoch=self.epoch, epochs=epochs,
+                                       validation_data=val_gen, callbacks=callbacks,
+                                       verbose=verbose)
+        self.epoch = max(self.epoch, epochs)
+        return history
+
+    # ------------------------------------------------------------------------ inference
+    def run_graph(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference forward pass on molded inputs, through a cached tf.function."""
+        if self._predict is None:
+            model = self.keras_model
+            self._predict = tf.function(lambda x: model(x, training=False),
+                                        reduce_retracing=True)
+        outputs = self._predict({k: tf.convert_to_tensor(v) for k, v in batch.items()})
+        return {k: v.numpy() for k, v in outputs.items()}
+
+    def detect(self, images: list[np.ndarray], verbose: int = 0) -> list[dict[str, np.ndarray]]:
+        """Detect instances in any number of images (processed BATCH_SIZE at a time).
+
+        Returns one dict per image: ``rois`` [N, 4] int32 (y1, x1, y2, x2) in the original
+        image's pixels, ``class_ids`` [N] int32, ``scores`` [N] float32, ``masks`` [H, W, N]
+        bool at the original size.
+        """
+        if self.mode != "inference":
+            raise ValueError("MaskRCNN.detect needs a model created in 'inference' mode")
+        results = []
+        step = self.config.BATCH_SIZE
+        for start in range(0, len(images), step):
+            chunk = images[start:start + step]
+            outputs, molded, metas, windows = self.forward(chunk)
+            for i, image in enumerate(chunk):
+                results.append(self.unmold_detections(
+                    outputs["detections"][i], outputs["mrcnn_mask"][i], image.shape,
+                    molded.shape[1:3], windows[i]))
+        return results
+
+    def forward(self, images: list[np.ndarray]):
+        """Mold images and run the inference graph: (outputs, molded, metas, windows)."""
+        molded, metas, windows = mold_inputs(images, self.config)
+        anchors = get_anchors(self.config, tuple(molded.shape[1:3]))
+        batch = {
+            "input_image": molded,
+            "input_image_meta": metas,
+            "input_anchors": np.broadcast_to(anchors, (len(images), *anchors.shape)).copy(),
+        }
+        return self.run_graph(batch), molded, metas, windows
+
+    def unmold_detections(self, detections: np.ndarray, mrcnn_mask: np.ndarray,
+                          original_image_shape, image_shape, window) -> dict[str, np.ndarray]:
+        """Map one image's detections from the model input back to the original image."""
+        keep = detections[:, 4] > 0
+        detections, masks = detections[keep], mrcnn_mask[keep]
+        class_ids = detections[:, 4].astype(np.int32)
+        scores = detections[:, 5].astype(np.float32)
+        boxes = to_original_pixels(detections[:, :4], image_shape, window,
+                                   original_image_shape)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        ok = area > 0
+        boxes, class_ids, scores, masks = boxes[ok], class_ids[ok], scores[ok], masks[ok]
+        h, w = original_image_shape[:2]
+        full = np.zeros((h, w, len(boxes)), dtype=bool)
+        for i in range(len(boxes)):
+            full[:, :, i] = unmold_mask(masks[i, :, :, class_ids[i]], boxes[i], (h, w))
+        return {"rois": boxes.astype(np.int32), "class_ids": class_ids, "scores": scores,
+                "masks": full}
+
+
+def to_original_pixels(boxes: np.ndarray, image_shape, window, original_shape) -> np.ndarray:
+    """Normalised model-input boxes -> original-image pixel boxes (rounded, clipped)."""
+    h, w = image_shape[:2]
+    wy1, wx1, wy2, wx2 = (float(v) for v in window)
+    sy = (wy2 - wy1) / original_shape[0]
+    sx = (wx2 - wx1) / original_shape[1]
+    px = boxes * np.array([h, w, h, w], np.float32)
+    px = (px - np.array([wy1, wx1, wy1, wx1])) / np.array([sy, sx, sy, sx])
+    px = np.round(px)
+    px[:, [0, 2]] = np.clip(px[:, [0, 2]], 0, original_shape[0])
+    px[:, [1, 3]] = np.clip(px[:, [1, 3]], 0, original_shape[1])
+    return px
