@@ -312,7 +312,7 @@ def build_batch(dataset, config, image_ids, anchors_px: np.ndarray, rng: np.rand
         "input_rpn_bbox": np.zeros((b, cfg.RPN_TRAIN_ANCHORS_PER_IMAGE, 4), np.float32),
         "input_gt_class_ids": np.zeros((b, cfg.MAX_GT_INSTANCES), np.int32),
         "input_gt_boxes": np.zeros((b, cfg.MAX_GT_INSTANCES, 4), np.float32),
-        "input_gt_masks": np.zeros((b, *mask_shape, cfg.MAX_GT_INSTANCES), bool),
+        "input_gt_masks": np.zeros((b, *mask_shape, cfg.MAX_GT_INSTANCES), np.uint8),
     }
     for i, image_id in enumerate(image_ids):
         image, meta, class_ids, boxes, masks = load_image_gt(dataset, cfg, int(image_id),

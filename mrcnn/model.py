@@ -95,7 +95,9 @@ class MaskRCNNTrainer(keras.Model):
     def train_step(self, data):
         with tf.GradientTape() as tape:
             losses, total = self._forward(data, training=True)
-            scaled = self.optimizer.scale_loss(total)
+            # Replica gradients are summed across devices: scale so the step is the mean.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(total / replicas)
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
         pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
@@ -171,7 +173,7 @@ class MaskRCNN:
             "input_gt_class_ids": keras.Input((config.MAX_GT_INSTANCES,), dtype="int32",
                                               name="input_gt_class_ids"),
             "input_gt_boxes": keras.Input((config.MAX_GT_INSTANCES, 4), name="input_gt_boxes"),
-            "input_gt_masks": keras.Input((*mask_shape, config.MAX_GT_INSTANCES), dtype="bool",
+            "input_gt_masks": keras.Input((*mask_shape, config.MAX_GT_INSTANCES), dtype="uint8",
                                           name="input_gt_masks"),
         })
         rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
@@ -269,6 +271,22 @@ class MaskRCNN:
         del by_name
         report = load_legacy_h5(self.keras_model, filepath, by_name=True, exclude=exclude)
         self.set_log_dir(filepath)
+        self._predict = None
+        return report
+
+    def load_imagenet_weights(self, source: str = "imagenet", flip_bgr: bool = False):
+        """Initialise the ResNet backbone from ``keras.applications`` ImageNet weights.
+
+        ``source``: "imagenet" (Keras downloads the file on first use; needs internet) or a
+        local path to Keras' ResNet-50/101 ``.h5`` weights (works offline). Grayscale models
+        (IMAGE_CHANNEL_COUNT 1) get conv1 folded to one channel."""
+        from mrcnn.weights import convert_keras_resnet, keras_resnet
+
+        if self.config.BACKBONE not in ("resnet50", "resnet101"):
+            raise ValueError(f"ImageNet weights need a ResNet backbone, the config has "
+                             f"BACKBONE={self.config.BACKBONE!r}")
+        source_model = keras_resnet(self.config.BACKBONE, weights=source)
+        report = convert_keras_resnet(source_model, self.keras_model, flip_bgr=flip_bgr)
         self._predict = None
         return report
 

@@ -214,7 +214,9 @@ def _split_nested(
 ) -> list[_FileLayer]:
     pairs = [(name, name.split("/", 1)[0] if "/" in name else None) for name in weight_names]
     distinct = list(dict.fromkeys(prefix for _, prefix in pairs))
-    nested = layer_name in nested_models or len(distinct) > 1
+    # A group is a nested model when the model says so, when its weights belong to several
+    # inner layers, or when its one inner layer has another name (a one-layer nested model).
+    nested = layer_name in nested_models or len(distinct) > 1 or distinct != [layer_name]
     if not nested or None in distinct:
         return [_FileLayer(layer_name, weight_names, group)]
     return [
@@ -425,3 +427,26 @@ def convert_keras_resnet(
     logger.info("Weights from keras.applications %s: %s", source.name, report.summary())
     return report
 
+
+
+# ------------------------------------------------------------------------------- COCO weights
+# Matterport's Mask R-CNN weights trained on MS COCO (a published release asset).
+COCO_WEIGHTS_URL = (
+    "https://github.com/matterport/Mask_RCNN/releases/download/v2.0/mask_rcnn_coco.h5"
+)
+# Layers whose shapes depend on the number of classes: left out when COCO weights initialise
+# a model with other classes (what Matterport's users pass as ``exclude``).
+COCO_CLASS_SPECIFIC_LAYERS = ("mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask")
+
+
+def coco_weights_path(download: bool = True, cache_dir: str | None = None) -> str:
+    """Local path of ``mask_rcnn_coco.h5``; downloads it through Keras (once, into Keras'
+    cache) when ``download`` is true and it is not there yet."""
+    cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".keras")
+    local = os.path.join(cache_dir, "models", "mask_rcnn_coco.h5")
+    if os.path.exists(local):
+        return local
+    if not download:
+        raise FileNotFoundError(f"{local} does not exist and download=False")
+    return keras.utils.get_file("mask_rcnn_coco.h5", COCO_WEIGHTS_URL, cache_dir=cache_dir,
+                                cache_subdir="models")

@@ -5,7 +5,8 @@ that declares any entity is refused, so external entities and "billion laughs" p
 neither read local files nor exhaust memory. Files above a size bound are refused unread, and
 parsing stops once the element count passes a bound, so a file of many tiny elements cannot
 exhaust memory either. The plist nesting depth and the length of a point string are bounded
-too; the limits are far above anything in the real files (under 1 MB, nesting depth 7).
+too. The limits leave wide room for the real files: their plist nests 7 deep, a point string
+is about 25 characters, and 16 MiB or 200,000 elements hold some 100,000 points.
 """
 
 from __future__ import annotations
@@ -40,8 +41,6 @@ _STAT_KEYS = ("Area", "Dev", "Max", "Mean", "Min", "Total")
 # Each alternative matches digits one way only, so a failed match cannot backtrack for long.
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _POINT = re.compile(rf"\(\s*({_NUMBER})((?:\s*,\s*{_NUMBER})*)\s*\)", re.ASCII)
-
-
 _PARSER_OPTIONS = {
     "resolve_entities": False,
     "no_network": True,
@@ -322,9 +321,14 @@ def _stats(entry: dict[str, Any], label: str) -> dict[str, float]:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         try:
-            stats[key] = float(value)
-        except OverflowError:
-            logger.warning("%s: %s %s does not fit a float; dropped", label, key, _shorten(value))
+            number = float(value)
+        except OverflowError:  # an <integer> beyond the float range
+            number = math.inf
+        if math.isfinite(number):
+            stats[key] = number
+        else:
+            logger.warning("%s: %s is %s, not a finite number; dropped", label, key,
+                           _shorten(value))
     return stats
 
 

@@ -1,0 +1,134 @@
+"""Named configurations of FT-MTL-Net and of its Mask R-CNN twin.
+
+- ``paper``: the network of the paper (section 2): ResNet-50 C4 (stride 16, 1024 channels),
+  the paper's heads (shared 7x7 ROIAlign, mean-pooled class/box head, two-deconv mask head with
+  256 channels, class-agnostic boxes), 512x512 input, normal(0, 0.05) head init, SGD lr 0.005
+  momentum 0.9, 8 images a batch.
+- ``fpn``: Matterport's layout (ResNet-50 FPN, 1024-d FC class head, 14x14 mask ROIs with four
+  convolutions and one deconvolution) with the same transfer and training settings. Boxes are
+  class-agnostic here too: the sequential inference order refines a box before it is classified.
+- ``paper_cpu``, ``fpn_cpu``: the same structures at 128 px with the tiny backbone, narrow
+  mask head and few ROIs, for quick runs and tests on a CPU.
+
+``make_config(preset, model)`` gives FT-MTL-Net (``model="ftmtl"``) or its twin
+(``model="maskrcnn"``); the two differ only in TRANSFER_BRANCH and in NAME (so their runs go to
+different log folders). ``build_model`` always builds ``FTMTLNet``: the twin is FTMTLNet without
+the transfer branch, so both run the paper's sequential inference and the malignant veto and
+compare the transfer alone. (Matterport's inference order is ``mrcnn.model.MaskRCNN``.)
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+from ftmtl.model import FTMTLConfig, FTMTLNet
+from mrcnn.config import ConfigError
+
+MODELS = ("ftmtl", "maskrcnn")
+
+_PAPER: dict[str, Any] = {
+    "BACKBONE": "resnet50",
+    "FEATURE_LAYOUT": "c4",
+    "HEAD_LAYOUT": "paper",
+    "POOL_SIZE": 7,
+    "MASK_SHAPE": (28, 28),
+    "MASK_HEAD_CHANNELS": 256,
+    "CLASS_SPECIFIC_BOXES": False,
+    "NUM_CLASSES": 3,  # background, benign, malignant
+    "IMAGE_RESIZE_MODE": "square",
+    "IMAGE_MIN_DIM": 512,
+    "IMAGE_MAX_DIM": 512,
+    "HEAD_INIT_STD": 0.05,
+    # Masses span about 10 to 250 px at 512 px: all scales on the single stride-16 map.
+    "RPN_ANCHOR_SCALES": (32, 64, 128, 256),
+    "RPN_ANCHOR_RATIOS": (0.5, 1, 2),
+    "OPTIMIZER": "sgd",
+    "LEARNING_RATE": 0.005,
+    "LEARNING_MOMENTUM": 0.9,
+    "IMAGES_PER_GPU": 8,
+    # He et al. 2017 for C4: 64 sampled ROIs an image in training, 300 proposals at test.
+    "TRAIN_ROIS_PER_IMAGE": 64,
+    "POST_NMS_ROIS_INFERENCE": 300,
+    "MAX_GT_INSTANCES": 10,
+    # The paper keeps proposals "above a threshold (e.g. 0.5)"; 20 detections an image leave
+    # room for FROC points up to 5 false positives per image.
+    "DETECTION_MIN_CONFIDENCE": 0.5,
+    "DETECTION_MAX_INSTANCES": 20,
+}
+
+_FPN: dict[str, Any] = {
+    **_PAPER,
+    "FEATURE_LAYOUT": "fpn",
+    "HEAD_LAYOUT": "matterport",
+    "MASK_POOL_SIZE": 14,
+    # One scale per pyramid level P2..P6.
+    "RPN_ANCHOR_SCALES": (16, 32, 64, 128, 256),
+    # Matterport's defaults for the FPN layout.
+    "TRAIN_ROIS_PER_IMAGE": 200,
+    "POST_NMS_ROIS_INFERENCE": 1000,
+}
+
+# Quick CPU runs: same layouts, small sizes.
+_CPU: dict[str, Any] = {
+    "BACKBONE": "tiny",
+    "IMAGE_MIN_DIM": 128,
+    "IMAGE_MAX_DIM": 128,
+    "MASK_HEAD_CHANNELS": 32,
+    "MINI_MASK_SHAPE": (28, 28),
+    "IMAGES_PER_GPU": 2,
+    "STEPS_PER_EPOCH": 20,
+    "VALIDATION_STEPS": 2,
+    "RPN_TRAIN_ANCHORS_PER_IMAGE": 64,
+    "PRE_NMS_LIMIT": 512,
+    "POST_NMS_ROIS_TRAINING": 128,
+    "POST_NMS_ROIS_INFERENCE": 64,
+    "TRAIN_ROIS_PER_IMAGE": 32,
+    "DETECTION_MAX_INSTANCES": 10,
+    "DATA_WORKERS": 1,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": _PAPER,
+    "fpn": _FPN,
+    "paper_cpu": {**_PAPER, **_CPU, "RPN_ANCHOR_SCALES": (8, 16, 32, 64)},
+    "fpn_cpu": {**_FPN, **_CPU, "RPN_ANCHOR_SCALES": (8, 16, 32, 64, 128),
+                "TOP_DOWN_PYRAMID_SIZE": 64, "FPN_CLASSIF_FC_LAYERS_SIZE": 128},
+}
+
+
+def preset_values(preset: str, model: str = "ftmtl") -> dict[str, Any]:
+    """The attribute values a preset sets (before overrides), NAME and TRANSFER_BRANCH
+    included."""
+    if preset not in PRESETS:
+        raise ValueError(f"make_config: unknown preset {preset!r}; choose one of "
+                         f"{sorted(PRESETS)}")
+    if model not in MODELS:
+        raise ValueError(f"make_config: model must be one of {MODELS}, got {model!r}")
+    return {**PRESETS[preset], "NAME": f"{model}_{preset}",
+            "TRANSFER_BRANCH": model == "ftmtl"}
+
+
+def make_config(preset: str = "paper", model: str = "ftmtl", **overrides: Any) -> FTMTLConfig:
+    """A validated config: the preset's values, then ``overrides`` (upper-case attribute
+    names of FTMTLConfig, e.g. ``IMAGE_MAX_DIM=256``)."""
+    values = preset_values(preset, model)
+    for name in overrides:
+        if not name.isupper() or not hasattr(FTMTLConfig, name):
+            raise ConfigError(f"make_config: {name!r} is not a config attribute (use the "
+                              f"upper-case names of ftmtl.model.FTMTLConfig)")
+    values.update(overrides)
+    # Deep copies: a config class never shares a mutable value with a preset or the caller.
+    values = copy.deepcopy(values)
+    config_class = type(f"{_camel(values['NAME'])}Config", (FTMTLConfig,), values)
+    return config_class()
+
+
+def build_model(mode: str, config: FTMTLConfig, model_dir: str | os.PathLike) -> FTMTLNet:
+    """FT-MTL-Net, or its twin when ``config.TRANSFER_BRANCH`` is False."""
+    return FTMTLNet(mode, config, model_dir)
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
