@@ -198,16 +198,59 @@ def mold_inputs(images: list[np.ndarray], config) -> tuple[np.ndarray, np.ndarra
 
 
 # ------------------------------------------------------------------------- ground truth
+# How many other images build_batch tries in place of one with non-finite pixels.
+MAX_IMAGE_SUBSTITUTES = 10
+
+
+class NonFiniteImageError(ValueError):
+    """An image holds NaN or inf pixel values (the message names it)."""
+
+
+def check_finite_image(image: np.ndarray, reference: str, stage: str = "loaded") -> None:
+    """Raise NonFiniteImageError naming the image when any pixel is NaN or inf: a single such
+    value turns every loss and then every weight into NaN."""
+    if image.dtype.kind not in "fc":
+        return
+    bad = int(np.count_nonzero(~np.isfinite(image)))
+    if bad:
+        raise NonFiniteImageError(f"{reference}: image {stage} with {bad} non-finite pixel "
+                                  f"value(s) (NaN or inf) of {image.size}")
+
+
+def _check_class_ids(class_ids: np.ndarray, config, reference: str) -> None:
+    """Instance class ids must name a foreground class (negative: a crowd region)."""
+    bad = (class_ids == 0) | (np.abs(class_ids) >= config.NUM_CLASSES)
+    if bad.any():
+        found = sorted(set(class_ids[bad].tolist()))
+        raise ValueError(f"{reference}: instance class id(s) {found} "
+                         f"outside 1..{config.NUM_CLASSES - 1} (NUM_CLASSES "
+                         f"{config.NUM_CLASSES}; 0 is the background)")
+
+
+def _drop_instances(keep: np.ndarray, why: str, reference: str, mask, class_ids, *rest):
+    """Keep the instances ``keep`` marks, with a warning naming the image for the others."""
+    if keep.all():
+        return (mask, class_ids, *rest)
+    logger.warning("%s: dropped %d %s", reference, int((~keep).sum()), why)
+    return (mask[:, :, keep], class_ids[keep], *(r[keep] for r in rest))
+
+
 def load_image_gt(dataset, config, image_id: int, augmentation: Callable | None = None,
                   rng: np.random.Generator | None = None):
     """Load one image with its instances, resized for the model.
 
     Returns (image, image_meta, class_ids [N], bbox [N, 4] pixel, mask [H, W, N] or mini
-    masks [h, w, N]). Zero-area masks (also after augmentation) are dropped with a warning
-    naming the image; an image without instances is kept (it teaches the background).
+    masks [h, w, N]). An instance whose training mask would be empty is dropped with a warning
+    naming the image: a mask with no pixel left after resizing or augmentation (zero area), or
+    a degenerate one (scattered pixels) that vanishes at MINI_MASK_SHAPE. Every instance
+    returned has a box of positive area and a non-empty mask. An image without instances is
+    kept (it teaches the background). Raises NonFiniteImageError when the image holds NaN or
+    inf (``build_batch`` skips such images), ValueError for class ids outside the classes.
     """
     rng = rng if rng is not None else np.random.default_rng()
+    reference = dataset.image_reference(image_id)
     image = to_channels(dataset.load_image(image_id), config.IMAGE_CHANNEL_COUNT)
+    check_finite_image(image, reference)
     mask, class_ids = dataset.load_mask(image_id)
     if mask.size == 0 or mask.shape[:2] != image.shape[:2]:
         if mask.shape[-1] > 0:
@@ -218,6 +261,7 @@ def load_image_gt(dataset, config, image_id: int, augmentation: Callable | None 
     if class_ids.size != mask.shape[-1]:
         raise ValueError(f"{dataset.image_reference(image_id)}: {mask.shape[-1]} masks but "
                          f"{class_ids.size} class ids")
+    _check_class_ids(class_ids, config, reference)
     original_shape = image.shape
     image, window, scale, padding, crop = resize_image(
         image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
@@ -225,17 +269,18 @@ def load_image_gt(dataset, config, image_id: int, augmentation: Callable | None 
     mask = resize_mask(mask, scale, padding, crop)
     if augmentation is not None:
         image, mask = apply_augmentation(augmentation, image, mask, rng)
-    keep = mask.any(axis=(0, 1))
-    if not keep.all():
-        logger.warning("%s: dropped %d zero-area mask(s)", dataset.image_reference(image_id),
-                       int((~keep).sum()))
-        mask, class_ids = mask[:, :, keep], class_ids[keep]
+        check_finite_image(image, reference, stage="augmented")
+    mask, class_ids = _drop_instances(mask.any(axis=(0, 1)), "zero-area mask(s)", reference,
+                                      mask, class_ids)
     bbox = extract_bboxes(mask)
     active_class_ids = np.zeros(dataset.num_classes, dtype=np.int32)
     source = dataset.image_info[image_id]["source"]
     active_class_ids[dataset.source_class_ids.get(source, list(range(dataset.num_classes)))] = 1
     if config.USE_MINI_MASK:
         mask = minimize_mask(bbox, mask, config.MINI_MASK_SHAPE)
+        mask, class_ids, bbox = _drop_instances(
+            mask.any(axis=(0, 1)), f"degenerate mask(s) that vanish at MINI_MASK_SHAPE "
+            f"{tuple(config.MINI_MASK_SHAPE)}", reference, mask, class_ids, bbox)
     meta = compose_image_meta(image_id, original_shape, image.shape, window, scale,
                               active_class_ids)
     return image, meta, class_ids, bbox, mask
@@ -246,13 +291,14 @@ class DataGenerator(keras.utils.PyDataset):
     """Training batches for ``MaskRCNN.train``: a dict of the model's named inputs.
 
     ``sampler`` (optional) chooses which images an epoch sees (e.g. class-balanced sampling);
-    it must offer ``epoch_indices(n, epoch)`` returning dataset image indices.
+    it must offer ``epoch_indices(n, epoch)`` returning dataset image indices. Images with NaN
+    or inf pixels are replaced by others, with a warning (see ``build_batch``).
     """
 
     def __init__(self, dataset, config, shuffle: bool = True, augmentation=None,
                  steps: int | None = None, sampler=None, seed: int = 0,
                  workers: int | None = None, use_multiprocessing: bool = False,
-                 max_queue_size: int = 10) -> None:
+                 max_queue_size: int = 10, initial_epoch: int = 0) -> None:
         workers = config.DATA_WORKERS if workers is None else workers
         super().__init__(workers=max(1, workers), use_multiprocessing=use_multiprocessing,
                          max_queue_size=max_queue_size)
@@ -267,10 +313,12 @@ class DataGenerator(keras.utils.PyDataset):
         if n_images == 0:
             raise ValueError("DataGenerator: the dataset has no images (did you call prepare()?)")
         self.steps = steps or math.ceil(n_images / self.batch_size)
-        self.epoch = 0
+        # The epoch to order from; a resumed run starts where it stopped, so its batches are
+        # those an uninterrupted run would have seen.
+        self.epoch = int(initial_epoch)
         shape = tuple(int(v) for v in config.IMAGE_SHAPE[:2])
         self.anchors_px = denorm_boxes(get_anchors(config, shape), shape)
-        self._order = self._epoch_order(0)
+        self._order = self._epoch_order(self.epoch)
 
     def __len__(self) -> int:
         return self.steps
@@ -296,9 +344,29 @@ class DataGenerator(keras.utils.PyDataset):
                            self.augmentation)
 
 
+def _load_finite_gt(dataset, config, image_id: int, augmentation, rng: np.random.Generator):
+    """load_image_gt, but an image with NaN or inf pixels is skipped with a warning and a
+    randomly drawn other image takes its place (up to MAX_IMAGE_SUBSTITUTES tries), so the
+    model is never fed a non-finite value."""
+    tried = {int(image_id)}
+    while True:
+        try:
+            return load_image_gt(dataset, config, image_id, augmentation, rng)
+        except NonFiniteImageError as error:
+            others = np.setdiff1d(np.asarray(dataset.image_ids), sorted(tried))
+            if len(tried) > MAX_IMAGE_SUBSTITUTES or others.size == 0:
+                raise NonFiniteImageError(f"{error}; the {len(tried)} image(s) tried all hold "
+                                          f"non-finite values, giving up") from error
+            image_id = int(rng.choice(others))
+            tried.add(image_id)
+            logger.warning("%s; skipped, %s takes its place in the batch", error,
+                           dataset.image_reference(image_id))
+
+
 def build_batch(dataset, config, image_ids, anchors_px: np.ndarray, rng: np.random.Generator,
                 augmentation=None) -> dict[str, np.ndarray]:
-    """Load, augment and pack the images of one batch with their RPN and head targets."""
+    """Load, augment and pack the images of one batch with their RPN and head targets
+    (an image with NaN or inf pixels is replaced by another, with a warning)."""
     cfg = config
     b = len(image_ids)
     shape = tuple(int(v) for v in cfg.IMAGE_SHAPE[:2])
@@ -315,8 +383,9 @@ def build_batch(dataset, config, image_ids, anchors_px: np.ndarray, rng: np.rand
         "input_gt_masks": np.zeros((b, *mask_shape, cfg.MAX_GT_INSTANCES), np.uint8),
     }
     for i, image_id in enumerate(image_ids):
-        image, meta, class_ids, boxes, masks = load_image_gt(dataset, cfg, int(image_id),
-                                                             augmentation, rng)
+        image, meta, class_ids, boxes, masks = _load_finite_gt(dataset, cfg, int(image_id),
+                                                               augmentation, rng)
+        image_id = int(meta[0])
         if image.shape[:2] != shape:
             raise ValueError(f"{dataset.image_reference(int(image_id))}: resized to "
                              f"{image.shape[:2]}, the model expects {shape}; use "

@@ -5,6 +5,12 @@ The public API is Matterport's (``MaskRCNN(mode, config, model_dir)``, ``train``
 in a custom ``train_step``, batches come from parallel ``PyDataset`` workers, and a
 ``tf.distribute`` strategy may wrap building and training.
 
+Training is resumable and fails loudly: every epoch's checkpoint holds the weights and the
+optimizer's state, written atomically; ``load_weights(find_last())`` continues the epoch count,
+the data order, the momentum and the learning-rate schedule; a NaN or inf loss stops the run at
+that batch, naming its images, before any update or checkpoint. ``enable_determinism`` makes two
+runs give bitwise-identical weights.
+
 Sub-classes change the network by overriding the ``build_*`` methods (FT-MTL-Net overrides the
 classifier and the inference order).
 """
@@ -14,6 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +33,15 @@ from mrcnn import losses as L
 from mrcnn.anchors import anchors_per_location, get_anchors
 from mrcnn.backbone import LAYER_PRESETS, BatchNorm, build_backbone
 from mrcnn.checkpoint import (
+    OptimizerState,
     checkpoint_epoch,
     find_last_checkpoint,
+    last_checkpoint_in,
     new_log_dir,
+    optimizer_state_mismatch,
+    read_optimizer_state,
+    remove_stale_temp_files,
+    restore_optimizer_state,
     save_config_json,
     save_weights_h5,
 )
@@ -43,6 +57,34 @@ logger = logging.getLogger(__name__)
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
               "mrcnn_mask_loss")
 
+LearningRate = float | keras.optimizers.schedules.LearningRateSchedule
+
+
+def enable_determinism(seed: int) -> None:
+    """Seed Python, numpy and TensorFlow and make TF ops deterministic, so that two runs with
+    the same data, config and seed give bitwise-identical weights. Call it before building the
+    model (the initial weights are drawn then); it holds for the rest of the process and makes
+    some ops slower (and on GPU, ops without a deterministic kernel raise)."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training met a NaN or inf loss (or gradient); the message names the batch's images."""
+
+
+@dataclass
+class NonFiniteBatch:
+    """A training batch whose loss or gradient was not finite: its image ids (image_meta
+    column 0) and its losses."""
+
+    image_ids: list[int]
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+def _all_finite(tensors) -> tf.Tensor:
+    return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in tensors]))
+
 
 # --------------------------------------------------------------------------- training model
 class MaskRCNNTrainer(keras.Model):
@@ -53,6 +95,9 @@ class MaskRCNNTrainer(keras.Model):
         super().__init__(*args, **kwargs)
         self.loss_weights = dict(loss_weights or {name: 1.0 for name in LOSS_NAMES})
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *LOSS_NAMES)}
+        # Filled by train_step (through a py_function) when a step is not finite; read and
+        # cleared by NonFiniteLossGuard after each batch. A deque: Keras leaves it untracked.
+        self.nonfinite_batches: deque[NonFiniteBatch] = deque()
 
     @property
     def metrics(self):
@@ -84,7 +129,7 @@ class MaskRCNNTrainer(keras.Model):
         batch, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         outputs = self(batch, training=training)
         losses = self.compute_losses(batch, outputs)
-        return losses, self.total_loss(losses)
+        return batch, losses, self.total_loss(losses)
 
     def _update(self, losses, total) -> dict[str, tf.Tensor]:
         self.trackers["loss"].update_state(total)
@@ -94,32 +139,122 @@ class MaskRCNNTrainer(keras.Model):
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            losses, total = self._forward(data, training=True)
+            batch, losses, total = self._forward(data, training=True)
             # Replica gradients are summed across devices: scale so the step is the mean.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = self.optimizer.scale_loss(total / replicas)
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
-        pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
+        pairs = [(tf.convert_to_tensor(g), v) for g, v in zip(grads, variables, strict=True)
+                 if g is not None]
+        finite = self._step_is_finite(losses, total, [g for g, _ in pairs])
+        self._record_if_not_finite(finite, batch["input_image_meta"], losses, total)
+        # A non-finite step applies no gradient, so the weights in memory stay finite while
+        # NonFiniteLossGuard stops the run.
+        pairs = [(tf.where(finite, g, tf.zeros_like(g)), v) for g, v in pairs]
         self.optimizer.apply_gradients(pairs)
         return self._update(losses, total)
 
+    def _step_is_finite(self, losses, total, grads) -> tf.Tensor:
+        """Losses and gradients all finite. A loss-scaling optimizer (mixed precision) handles
+        overflowing gradients itself, so only the losses are checked there."""
+        finite = _all_finite([total, *losses.values()])
+        if grads and not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            finite = tf.logical_and(finite, _all_finite(grads))
+        return finite
+
+    def _record_if_not_finite(self, finite, image_meta, losses, total) -> None:
+        names = ["loss", *losses]
+        values = tf.stack([tf.cast(v, tf.float32) for v in (total, *losses.values())])
+
+        def record(ids, loss_values):
+            self.nonfinite_batches.append(NonFiniteBatch(
+                image_ids=[int(round(float(i))) for i in ids.numpy()],
+                losses=dict(zip(names, (float(v) for v in loss_values.numpy()), strict=True))))
+            return np.int32(0)
+
+        tf.cond(finite, lambda: tf.constant(0, tf.int32),
+                lambda: tf.py_function(record, [image_meta[:, 0], values], tf.int32))
+
     def test_step(self, data):
-        losses, total = self._forward(data, training=False)
+        _, losses, total = self._forward(data, training=False)
         return self._update(losses, total)
 
 
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss or gradient is NaN or inf, with an error
+    naming the batch's images (``dataset.image_reference``). That step applied no update and
+    the epoch's checkpoint is never written, so the last checkpoint is the last good one."""
+
+    def __init__(self, owner: MaskRCNN, dataset=None) -> None:
+        super().__init__()
+        self.owner = owner
+        self.dataset = dataset
+        self.epoch = 0
+
+    def on_train_begin(self, logs=None) -> None:
+        self.owner.keras_model.nonfinite_batches.clear()
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        records = self.owner.keras_model.nonfinite_batches
+        if records:
+            found = list(records)
+            records.clear()
+            raise NonFiniteLossError(self.message(found, batch))
+
+    def describe_image(self, image_id: int) -> str:
+        reference = ""
+        if self.dataset is not None:
+            try:
+                reference = str(self.dataset.image_reference(image_id))
+            except (IndexError, KeyError):
+                reference = ""
+        return f"{reference} (image id {image_id})" if reference else f"image id {image_id}"
+
+    def message(self, found: list[NonFiniteBatch], batch: int) -> str:
+        ids = [i for record in found for i in record.image_ids]
+        losses = found[0].losses
+        bad = {k: v for k, v in losses.items() if not np.isfinite(v)}
+        what = (f"non-finite loss ({', '.join(f'{k}={v}' for k, v in bad.items())})" if bad
+                else "non-finite gradient (the losses were finite: "
+                     f"{', '.join(f'{k}={v:.4g}' for k, v in losses.items())})")
+        last = last_checkpoint_in(self.owner.log_dir)
+        epoch = self.epoch + 1
+        return (f"{what} at epoch {epoch}, batch {batch + 1}; the batch's images: "
+                f"{', '.join(self.describe_image(i) for i in ids)}. Training stopped before "
+                f"applying this step; no checkpoint was written for epoch {epoch}; the last "
+                f"checkpoint is {last if last else f'none yet (in {self.owner.log_dir})'}. "
+                f"Check these images and their masks, or lower the learning rate.")
+
+
 class CheckpointCallback(keras.callbacks.Callback):
-    """Writes ``mask_rcnn_<name>_<epoch>.h5`` after every epoch, atomically."""
+    """Writes ``mask_rcnn_<name>_<epoch>.h5`` after every epoch, atomically, with the
+    optimizer's state tagged with the epoch and the epochs of this ``train`` call (resuming
+    mid-call restores it; see ``MaskRCNN.train``). An epoch whose mean loss is not finite is
+    not saved."""
 
     def __init__(self, owner: MaskRCNN) -> None:
         super().__init__()
         self.owner = owner
 
+    def on_train_begin(self, logs=None) -> None:
+        remove_stale_temp_files(self.owner.log_dir)
+
     def on_epoch_end(self, epoch: int, logs=None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            logger.error("epoch %d: mean loss %s is not finite; no checkpoint written",
+                         epoch + 1, loss)
+            return
         self.owner.epoch = epoch + 1
         path = self.owner.checkpoint_path.format(epoch=epoch + 1)
-        save_weights_h5(self.owner.keras_model, path)
+        model = self.owner.keras_model
+        save_weights_h5(model, path, optimizer=model.optimizer,
+                        optimizer_attrs={"epoch": epoch + 1,
+                                         "train_epochs": int(self.params.get("epochs", 0))})
         logger.info("saved %s", path)
 
 
@@ -136,6 +271,7 @@ class MaskRCNN:
         self.model_dir = str(model_dir)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.epoch = 0
+        self._resume_optimizer: OptimizerState | None = None
         self.set_log_dir()
         with self.strategy.scope():
             self.keras_model = self.build(mode, config)
@@ -264,13 +400,16 @@ class MaskRCNN:
     def load_weights(self, filepath: str | os.PathLike, by_name: bool = False,
                      exclude: list[str] | None = None):
         """Load an ``.h5`` weight file (ours or Matterport's) by layer name; ``exclude``
-        lists layer names to leave as they are. Resumes the epoch count of our checkpoints.
+        lists layer names to leave as they are. Resumes the epoch count of our checkpoints, and
+        keeps their optimizer state for the next ``train`` call (see ``train``).
 
         ``by_name`` is kept for Matterport's signature; weights always match by layer name,
         since position-based matching silently breaks between model variants."""
         del by_name
         report = load_legacy_h5(self.keras_model, filepath, by_name=True, exclude=exclude)
         self.set_log_dir(filepath)
+        self._resume_optimizer = (read_optimizer_state(filepath) if self.mode == "training"
+                                  else None)
         self._predict = None
         return report
 
@@ -316,10 +455,11 @@ class MaskRCNN:
         visit(self.keras_model)
         return names
 
-    def compile(self, learning_rate: float, momentum: float,
+    def compile(self, learning_rate: LearningRate, momentum: float,
                 loss_weights: dict[str, float] | None = None) -> None:
         """SGD with momentum (or Adam, per OPTIMIZER), gradient clipping and decoupled weight
-        decay (not on biases and BatchNorm parameters)."""
+        decay (not on biases and BatchNorm parameters). ``learning_rate``: a number or a Keras
+        ``LearningRateSchedule`` (it follows the optimizer's iteration count)."""
         common = {"learning_rate": learning_rate, "clipnorm": self.config.GRADIENT_CLIP_NORM,
                   "weight_decay": self.config.WEIGHT_DECAY or None}
         if self.config.OPTIMIZER == "adam":
@@ -332,13 +472,25 @@ class MaskRCNN:
             self.keras_model.loss_weights = dict(loss_weights)
         self.keras_model.compile(optimizer=optimizer, jit_compile=False)
 
-    def train(self, train_dataset, val_dataset, learning_rate: float, epochs: int,
+    def train(self, train_dataset, val_dataset, learning_rate: LearningRate, epochs: int,
               layers: str, augmentation=None, custom_callbacks=None,
               no_augmentation_sources=None, loss_weights: dict[str, float] | None = None,
               sampler=None, verbose: int = 1, seed: int = 0) -> keras.callbacks.History:
         """Train to epoch ``epochs`` (an absolute count, as in Matterport: training resumed
         from epoch 3 with epochs=5 runs two more). ``layers``: a preset (heads, 3+, 4+, 5+,
-        all) or a regex of layer names."""
+        all) or a regex of layer names. ``seed`` fixes the data order and augmentation draws
+        (epoch e's batches depend on (seed, e) only, so a resumed run sees what an uninterrupted
+        one would); for bitwise-reproducible weights call ``enable_determinism`` before
+        building the model.
+
+        Each call compiles a fresh optimizer. After ``load_weights`` of a checkpoint written in
+        the middle of a call (its epoch below that call's ``epochs``), the first call restores
+        the checkpoint's optimizer state (iterations, momentum; the learning rate given here
+        wins) when the optimizer type and the trainable layers match, so the run continues as if
+        never stopped; otherwise it logs why not (INFO) and starts fresh.
+
+        A NaN or inf loss or gradient raises ``NonFiniteLossError`` naming the batch's images;
+        that step is not applied and no checkpoint is written for its epoch."""
         if self.mode != "training":
             raise ValueError("MaskRCNN.train needs a model created in 'training' mode")
         if no_augmentation_sources:
@@ -348,28 +500,56 @@ class MaskRCNN:
         regex = LAYER_PRESETS.get(layers, layers)
         train_gen = DataGenerator(train_dataset, config, shuffle=True,
                                   augmentation=augmentation, steps=config.STEPS_PER_EPOCH,
-                                  sampler=sampler, seed=seed)
+                                  sampler=sampler, seed=seed, initial_epoch=self.epoch)
         val_gen = (DataGenerator(val_dataset, config, shuffle=True,
-                                 steps=config.VALIDATION_STEPS, seed=seed + 1)
+                                 steps=config.VALIDATION_STEPS, seed=seed + 1,
+                                 initial_epoch=self.epoch)
                    if val_dataset is not None else None)
         os.makedirs(self.log_dir, exist_ok=True)
         save_config_json(config, os.path.join(self.log_dir, "config.json"))
         with self.strategy.scope():
             trainable = self.set_trainable(regex)
             self.compile(learning_rate, config.LEARNING_MOMENTUM, loss_weights)
-        logger.info("training %d layers from epoch %d to %d (lr %g), log dir %s",
+            self._restore_optimizer_state()
+        logger.info("training %d layers from epoch %d to %d (lr %s), log dir %s",
                     len(trainable), self.epoch, epochs, learning_rate, self.log_dir)
         callbacks = [
+            NonFiniteLossGuard(self, train_dataset),
             keras.callbacks.TensorBoard(log_dir=self.log_dir, write_graph=False,
                                         profile_batch=0),
             CheckpointCallback(self),
             *(custom_callbacks or []),
         ]
+        # The generators order each epoch from (seed, epoch): Keras' own shuffling (Python's
+        # global random state) would make the order depend on the process history.
         history = self.keras_model.fit(train_gen, initial_epoch=self.epoch, epochs=epochs,
                                        validation_data=val_gen, callbacks=callbacks,
-                                       verbose=verbose)
+                                       verbose=verbose, shuffle=False)
         self.epoch = max(self.epoch, epochs)
         return history
+
+    def _restore_optimizer_state(self) -> None:
+        """Apply the optimizer state kept by ``load_weights`` to the just-compiled optimizer,
+        once, when the checkpoint was written mid-call and everything matches."""
+        state, self._resume_optimizer = self._resume_optimizer, None
+        if state is None:
+            return
+        model = self.keras_model
+        saved_epoch = int(state.attrs.get("epoch", -1))
+        call_epochs = int(state.attrs.get("train_epochs", -1))
+        if saved_epoch != self.epoch:
+            reason = f"it was saved at epoch {saved_epoch}, training starts at {self.epoch}"
+        elif saved_epoch >= call_epochs:
+            reason = ("the checkpoint ends its train() call, and a new call starts with a fresh "
+                      "optimizer, as it would have without the interruption")
+        else:
+            reason = optimizer_state_mismatch(model.optimizer, model.trainable_variables, state)
+        if reason:
+            logger.info("optimizer state of the checkpoint not restored: %s", reason)
+            return
+        restore_optimizer_state(model.optimizer, model.trainable_variables, state)
+        logger.info("restored the optimizer state of epoch %d (iteration %d)", saved_epoch,
+                    int(model.optimizer.iterations.numpy()))
 
     # ------------------------------------------------------------------------ inference
     def run_graph(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

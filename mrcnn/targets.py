@@ -259,6 +259,9 @@ class DetectionTargetLayer(keras.layers.Layer):
             lambda per_image: sample_rois(*per_image, self.config),
             (proposals, gt_class_ids, gt_boxes, gt_masks),
             fn_output_signature=signature,
+            # One image at a time: sample_rois draws from the random stream, and parallel
+            # iterations would draw in scheduling order (not reproducible for a seed).
+            parallel_iterations=1,
         )
         batch = proposals.shape[0]
         shaped = []
