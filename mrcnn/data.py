@@ -182,7 +182,8 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
 def mold_inputs(images: list[np.ndarray], config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Resize, pad and normalise images for the network: (molded, image_metas, windows)."""
     molded, metas, windows = [], [], []
-    for image in images:
+    for index, image in enumerate(images):
+        check_finite_image(np.asarray(image), f"detect input #{index}", stage="given")
         image = to_channels(image, config.IMAGE_CHANNEL_COUNT)
         resized, window, scale, _, _ = resize_image(
             image, min_dim=config.IMAGE_MIN_DIM, max_dim=config.IMAGE_MAX_DIM,

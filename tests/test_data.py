@@ -166,3 +166,12 @@ def test_mold_inputs_gray_to_rgb():
     assert molded.shape == (1, 64, 64, 3)
     assert windows[0].tolist() == [16, 0, 48, 64]
     np.testing.assert_allclose(molded[0, 20, 5], 100 - cfg.MEAN_PIXEL, rtol=1e-6)
+
+
+def test_mold_inputs_refuses_nan_images():
+    from mrcnn.data import NonFiniteImageError
+
+    image = np.zeros((32, 32, 3), np.float32)
+    image[3, 4, 1] = np.nan
+    with pytest.raises(NonFiniteImageError, match="detect input #1"):
+        mold_inputs([np.zeros((32, 32, 3), np.float32), image], Tiny())
