@@ -271,8 +271,10 @@ def last_checkpoint_in(run_dir: str | os.PathLike) -> Path | None:
 def find_last_checkpoint(model_dir: str | os.PathLike, name: str) -> Path:
     """The newest complete checkpoint of the newest run of this configuration name."""
     model_dir = Path(model_dir)
+    # <name><YYYYmmddTHHMMSS>[_n]: the timestamp keeps "paper" from matching "paper_cpu" runs
+    run_name = re.compile(re.escape(name.lower()) + r"\d{8}T\d{6}(?:_\d+)?")
     runs = sorted(
-        (d for d in model_dir.glob(f"{name.lower()}*") if d.is_dir()),
+        (d for d in model_dir.iterdir() if d.is_dir() and run_name.fullmatch(d.name)),
         key=lambda d: d.name,
     ) if model_dir.is_dir() else []
     for run in reversed(runs):

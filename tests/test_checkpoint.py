@@ -75,3 +75,13 @@ def test_new_log_dir_is_unique(tmp_path):
     a.mkdir()
     b = checkpoint.new_log_dir(tmp_path, "Shapes")
     assert a != b and a.name.startswith("shapes")
+
+
+def test_find_last_does_not_mix_configurations_with_a_common_prefix(tmp_path):
+    mine = tmp_path / "paper20260101T000000"
+    other = tmp_path / "paper_cpu20260102T000000"
+    for d in (mine, other):
+        d.mkdir()
+    (mine / "mask_rcnn_paper_0001.h5").write_bytes(b"")
+    (other / "mask_rcnn_paper_cpu_0003.h5").write_bytes(b"")
+    assert checkpoint.find_last_checkpoint(tmp_path, "paper") == mine / "mask_rcnn_paper_0001.h5"

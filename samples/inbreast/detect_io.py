@@ -1,0 +1,223 @@
+"""Detection on DICOM files: the model's input from a DICOM, the detections taken back to the
+DICOM's own pixels, and the files ``inbreast detect`` writes (a PNG overlay and a JSON record).
+
+The model sees the breast crop of the mammogram resized so its long side is ``image_size``
+(exactly what ``INbreastDataset.load_image`` gives in training); ``detections_to_original``
+undoes that crop and scale with the ``Transform`` recorded on the way in, so every box and mask
+in the JSON is in the coordinates of the DICOM's pixel array (rows, columns).
+
+Masks are written as COCO-style uncompressed run-length encodings (``{"size": [h, w],
+"counts": [...]}``, column-major runs starting with a run of zeros), readable by
+``pycocotools.mask.frPyObjects`` and by ``rle_decode`` here; no pycocotools is needed to write
+them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ftmtl.inbreast.dataset import CLASS_IDS
+from ftmtl.inbreast.dicom_io import read_dicom
+from ftmtl.inbreast.preprocess import Transform, prepare_image
+from ftmtl.inbreast.records import DicomImage
+
+logger = logging.getLogger(__name__)
+
+BACKGROUND = "BG"
+# Class names by class id, as INbreastDataset registers them (0 is the background).
+CLASS_NAMES: tuple[str, ...] = (BACKGROUND, *sorted(CLASS_IDS, key=CLASS_IDS.get))
+BOX_FORMAT = ("(y1, x1, y2, x2) in the DICOM's pixel rows and columns; y2 and x2 exclusive")
+# Overlays of full-size mammograms are drawn on an image subsampled to about this long side.
+OVERLAY_MAX_SIDE = 1024
+
+
+# ------------------------------------------------------------------------------- model input
+def prepare_dicom(path: str | os.PathLike, image_size: int | None
+                  ) -> tuple[np.ndarray, Transform, DicomImage]:
+    """Read a DICOM and prepare it as training does: (image float32 [h, w, 3] in [0, 255],
+    the Transform from DICOM pixels to that image, the DicomImage).
+
+    Same steps as ``INbreastDataset.load_image`` (read_dicom, prepare_image: breast crop,
+    14-bit normalisation, resize so the long side is ``image_size``; gray replicated to three
+    channels). Unreadable files raise InbreastFormatError naming the file.
+    """
+    dicom = read_dicom(path)
+    gray, _, transform = prepare_image(dicom.pixels, None, dicom.bits_stored, image_size)
+    image = np.repeat(gray[..., None] * np.float32(255.0), 3, axis=-1)
+    return image, transform, dicom
+
+
+# ----------------------------------------------------------------------- back to the DICOM
+def detections_to_original(result: Mapping[str, Any], transform: Transform) -> dict[str, Any]:
+    """One image's ``detect`` result (in the prepared image's pixels) in original DICOM pixels.
+
+    ``rois`` become int32 boxes in DICOM pixels (rounded, clipped to the image), ``masks``
+    bool [H, W, N] at the DICOM's size; class ids, scores, class probabilities and the case
+    score are copied unchanged.
+    """
+    rois = np.asarray(result["rois"], dtype=np.float64).reshape(-1, 4)
+    height, width = transform.original_shape
+    boxes = np.round(transform.to_original(rois))
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, height)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, width)
+    masks = np.asarray(result["masks"], dtype=bool)
+    if masks.ndim != 3 or masks.shape[-1] != len(rois):
+        raise ValueError(f"detections_to_original: masks has shape {masks.shape} for "
+                         f"{len(rois)} boxes; expected [h, w, {len(rois)}]")
+    out = {key: value for key, value in result.items() if key not in ("rois", "masks")}
+    out["rois"] = boxes.astype(np.int32)
+    out["masks"] = transform.mask_to_original(masks)
+    return out
+
+
+# ------------------------------------------------------------------------------------- RLE
+def rle_encode(mask: np.ndarray) -> dict[str, Any]:
+    """COCO-style uncompressed RLE of a 2-D mask: runs over the column-major (Fortran order)
+    pixels, alternating background and foreground, the first run background (possibly 0)."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"rle_encode: the mask must be 2-D [h, w], got shape {mask.shape}")
+    flat = mask.astype(bool).ravel(order="F")
+    if flat.size == 0:
+        return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": []}
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate(([0], changes, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    if flat[0]:
+        runs.insert(0, 0)
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(r) for r in runs]}
+
+
+def rle_decode(rle: Mapping[str, Any]) -> np.ndarray:
+    """The bool [h, w] mask of an uncompressed COCO RLE (``rle_encode``'s output)."""
+    try:
+        height, width = (int(v) for v in rle["size"])
+        counts = np.asarray(rle["counts"], dtype=np.int64).reshape(-1)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"rle_decode: need 'size' [h, w] and a list of integer 'counts' "
+                         f"({err})") from err
+    if height < 0 or width < 0 or (counts < 0).any():
+        raise ValueError(f"rle_decode: 'size' and 'counts' must be non-negative, got size "
+                         f"{[height, width]}")
+    if int(counts.sum()) != height * width:
+        raise ValueError(f"rle_decode: 'counts' add up to {int(counts.sum())} pixels, 'size' "
+                         f"{[height, width]} has {height * width}")
+    values = np.arange(counts.size) % 2 == 1  # runs alternate background, foreground
+    flat = np.repeat(values, counts)
+    return flat.reshape((height, width), order="F")
+
+
+# ----------------------------------------------------------------------------------- JSON
+def detection_record(source: str | os.PathLike, image_shape: Sequence[int],
+                     result: Mapping[str, Any], class_names: Sequence[str] = CLASS_NAMES,
+                     extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON-ready record of one image's detections (``result`` in original pixels)."""
+    rois = np.asarray(result["rois"]).reshape(-1, 4)
+    class_ids = np.asarray(result["class_ids"]).reshape(-1)
+    scores = np.asarray(result["scores"], dtype=np.float64).reshape(-1)
+    probs = result.get("class_probs")
+    masks = np.asarray(result["masks"], dtype=bool)
+    detections = []
+    for i in range(len(rois)):
+        entry: dict[str, Any] = {
+            "box": [int(v) for v in rois[i]],
+            "class_id": int(class_ids[i]),
+            "class_name": _class_name(int(class_ids[i]), class_names),
+            "score": float(scores[i]),
+        }
+        if probs is not None:
+            entry["class_probabilities"] = {
+                _class_name(k, class_names): float(p) for k, p in enumerate(probs[i])}
+        entry["mask"] = rle_encode(masks[..., i])
+        detections.append(entry)
+    record: dict[str, Any] = {
+        "source": str(source),
+        "image_shape": [int(v) for v in image_shape[:2]],
+        "box_format": BOX_FORMAT,
+        "mask_format": "COCO uncompressed RLE (column-major runs, first run background)",
+        "case_malignancy_score": _optional_float(result.get("case_score")),
+        "detections": detections,
+    }
+    record.update(extra or {})
+    return record
+
+
+def write_detection_json(path: str | os.PathLike, source: str | os.PathLike,
+                         image_shape: Sequence[int], result: Mapping[str, Any],
+                         class_names: Sequence[str] = CLASS_NAMES,
+                         extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``detection_record(...)`` as JSON to ``path`` (one line a detection, so long
+    RLE lists stay readable); returns the record."""
+    record = detection_record(source, image_shape, result, class_names, extra)
+    fields = []
+    for key, value in record.items():
+        if key == "detections" and value:
+            text = "[\n" + ",\n".join(f"  {json.dumps(d)}" for d in value) + "\n ]"
+        else:
+            text = json.dumps(value)
+        fields.append(f" {json.dumps(key)}: {text}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{\n" + ",\n".join(fields) + "\n}\n", encoding="utf-8")
+    return record
+
+
+def _class_name(class_id: int, class_names: Sequence[str]) -> str:
+    return class_names[class_id] if 0 <= class_id < len(class_names) else str(class_id)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+# ------------------------------------------------------------------------------- overlay
+def overlay_captions(result: Mapping[str, Any], class_names: Sequence[str] = CLASS_NAMES
+                     ) -> list[str]:
+    """One caption a detection: the class and its score, then P(benign) and P(malignant)."""
+    class_ids = np.asarray(result["class_ids"]).reshape(-1)
+    scores = np.asarray(result["scores"]).reshape(-1)
+    probs = result.get("class_probs")
+    captions = []
+    for i, class_id in enumerate(class_ids):
+        text = f"{_class_name(int(class_id), class_names)} {float(scores[i]):.2f}"
+        if probs is not None:
+            parts = [f"{name[0].upper()} {float(probs[i][k]):.2f}"
+                     for k, name in enumerate(class_names) if k > 0 and k < len(probs[i])]
+            text += " (" + ", ".join(parts) + ")"
+        captions.append(text)
+    return captions
+
+
+def write_overlay_png(path: str | os.PathLike, image: np.ndarray, result: Mapping[str, Any],
+                      class_names: Sequence[str] = CLASS_NAMES, title: str = "",
+                      max_side: int = OVERLAY_MAX_SIDE) -> None:
+    """Draw the detections (boxes, masks, captions) on ``image`` and save it as a PNG.
+
+    ``result``'s boxes and masks are in ``image``'s pixels. Images longer than ``max_side``
+    are subsampled by a whole factor first (boxes and masks with them), so full-size DICOMs
+    give PNGs of a reasonable size. The case malignancy score goes into the title.
+    """
+    from mrcnn import visualize
+
+    image = np.asarray(image)
+    step = max(1, int(np.ceil(max(image.shape[:2]) / max_side)))
+    boxes = np.asarray(result["rois"], dtype=np.float64).reshape(-1, 4) / step
+    masks = np.asarray(result["masks"], dtype=bool)[::step, ::step]
+    shown = image[::step, ::step]
+    case_score = result.get("case_score")
+    heading = title
+    if case_score is not None:
+        heading = f"{title}  case malignancy score {float(case_score):.3f}".strip()
+    size = 8.0 * np.array(shown.shape[1::-1], dtype=np.float64) / max(shown.shape[:2])
+    ax = visualize.display_instances(
+        shown, boxes, masks, np.asarray(result["class_ids"]), class_names,
+        scores=np.asarray(result["scores"]), title=heading, figsize=tuple(size),
+        captions=overlay_captions(result, class_names))
+    visualize.save_figure(ax, path)

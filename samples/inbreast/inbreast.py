@@ -1,0 +1,716 @@
+"""FT-MTL-Net on INbreast from the command line: synth, train, evaluate, detect, crossval, demo.
+
+Run ``inbreast <command> --help`` (or ``python samples/inbreast/inbreast.py <command> --help``
+from a checkout) for the options. The first thing to try::
+
+    inbreast demo --out demo
+
+generates a small synthetic INbreast, cross-validates FT-MTL-Net against its Mask R-CNN twin at
+CPU size and writes ``demo/results.md`` with the plots. See ``samples/inbreast/README.md``.
+
+TensorFlow takes seconds to import, so each command imports what it needs when it runs;
+``--help`` and ``synth`` never load it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    # Run as a file (python samples/inbreast/inbreast.py): make the checkout importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+logger = logging.getLogger("inbreast")
+
+# ftmtl.presets.PRESETS and MODELS, spelled out so that --help need not import TensorFlow
+# (tests/test_cli.py checks they agree).
+PRESET_NAMES = ("paper", "fpn", "paper_cpu", "fpn_cpu")
+MODEL_NAMES = ("ftmtl", "maskrcnn")
+DEFAULT_LOGS = "logs"
+IMAGENET = "imagenet"
+# The numbers `evaluate` prints (metrics.json has them all, with the curves).
+EVALUATE_TABLE = ("n_cases", "n_labelled", "n_detected", "n_masses", "auc", "auc_detected",
+                  "tpr_at_fpi", "dice_mean", "box_map50")
+# Exit codes: 0 success, 1 some inputs failed (detect), 2 bad arguments or unusable input.
+EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
+
+# The demo: a CPU-sized synthetic INbreast and a cross-validation that finishes in about 20
+# minutes on two cores (--quick: a smoke test of a minute or two). Chosen by trial on this data:
+# - fpn_cpu: masses are 3 to 17 px at 128 px; the pyramid's stride-4 level finds them, the
+#   stride-16 map of paper_cpu did not within this budget;
+# - Adam at 0.002 and no augmentation: the paper's SGD and augmentation need far more steps
+#   than a demo has to learn anything from scratch;
+# - detections kept from confidence 0.05, so the FROC has a curve to read.
+# --quick runs every step (synthetic data, both models, two folds, the three stages, evaluation,
+# tables and plots) with one or two steps an epoch, on the C4 layout (paper_cpu), whose graphs
+# build in about half the time of the pyramid's: building them is most of a tiny run.
+DEMO_DATA = {"n_patients": 12, "image_shape": (416, 320), "difficulty": 0.5}
+DEMO_QUICK_DATA = {"n_patients": 4, "image_shape": (256, 192), "difficulty": 0.5}
+_DEMO_COMMON = {"preset": "fpn_cpu", "learning_rate": 0.002, "augmentation": False,
+                "config_overrides": {"OPTIMIZER": "adam", "DETECTION_MIN_CONFIDENCE": 0.05}}
+DEMO_RUN = {**_DEMO_COMMON, "folds": 3, "schedule_epochs": 8, "steps_per_epoch": 25,
+            "image_size": 128}
+DEMO_QUICK_RUN = {**_DEMO_COMMON, "preset": "paper_cpu", "folds": 2, "schedule_epochs": 1,
+                  "steps_per_epoch": 2, "image_size": 64}
+
+
+# ---------------------------------------------------------------------------- logging
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (tests swap it)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # the handler never keeps a stream of its own
+        pass
+
+
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    """One handler on the root logger (added once per process), level from the flags."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def keras_verbosity(args: argparse.Namespace) -> int:
+    """Keras' progress output: a bar on a terminal, a line an epoch otherwise, none if quiet."""
+    if args.quiet:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
+
+
+# --------------------------------------------------------------------------- argument types
+def image_shape_arg(text: str) -> tuple[int, int]:
+    """``HxW`` (rows x columns), e.g. 416x320."""
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ROWSxCOLS such as 416x320, got {text!r}"
+                                         ) from None
+    return rows, cols
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def override_arg(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE``: an upper-case config attribute and a Python literal (or a string)."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip().isupper():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with an upper-case config "
+                                         f"attribute, got {text!r}")
+    try:
+        value = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        value = raw.strip()
+    return name.strip(), value
+
+
+def model_list_arg(text: str) -> tuple[str, ...]:
+    models = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if not models or unknown:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {MODEL_NAMES}, "
+                                         f"got {text!r}")
+    return models
+
+
+# ------------------------------------------------------------------------------ the parser
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", choices=MODEL_NAMES, default="ftmtl",
+                   help="ftmtl: FT-MTL-Net; maskrcnn: the same network without the transfer "
+                        "branch (default: %(default)s)")
+    p.add_argument("--preset", choices=PRESET_NAMES, default="paper",
+                   help="network and training settings: paper (ResNet-50 C4, 512 px), fpn "
+                        "(Matterport's FPN layout), paper_cpu / fpn_cpu (tiny backbone, 128 px) "
+                        "(default: %(default)s)")
+    p.add_argument("--image-size", type=positive_int, metavar="S",
+                   help="model input side in pixels (breast crop resized to S, padded to SxS); "
+                        "must divide by the backbone's largest stride (default: the preset's)")
+    p.add_argument("--set", dest="overrides", type=override_arg, action="append", default=[],
+                   metavar="NAME=VALUE",
+                   help="override a config attribute, e.g. --set DETECTION_MIN_CONFIDENCE=0.3 "
+                        "(repeatable; values are Python literals)")
+    p.add_argument("--logs", default=DEFAULT_LOGS, metavar="DIR",
+                   help="folder of training runs and checkpoints; '--weights last' looks here "
+                        "(default: %(default)s)")
+
+
+def _add_fold_options(p: argparse.ArgumentParser, action: str) -> None:
+    p.add_argument("--folds", type=positive_int, metavar="K",
+                   help=f"split the patients into K folds (grouped by patient, stratified by "
+                        f"label) and {action}")
+    p.add_argument("--fold", type=int, metavar="I",
+                   help="which fold (0..K-1) is held out; needs --folds")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the fold split and of sampling (default: %(default)s)")
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=positive_int, default=10, metavar="E",
+                   help="epochs per stage of the paper's schedule (rpn, heads, all) "
+                        "(default: %(default)s, the paper's)")
+    p.add_argument("--steps", type=positive_int, metavar="N",
+                   help="steps per epoch (default: the preset's STEPS_PER_EPOCH)")
+    p.add_argument("--lr", type=positive_float, metavar="LR",
+                   help="learning rate of every stage (default: the preset's, 0.005 as in the "
+                        "paper)")
+    p.add_argument("--no-augment", action="store_true",
+                   help="train without the paper's online augmentation")
+    p.add_argument("--no-balance", action="store_true",
+                   help="draw training images uniformly instead of the paper's class-balanced "
+                        "sampling (benign x150, malignant x75)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inbreast",
+        description="FT-MTL-Net (and its Mask R-CNN twin) on INbreast mammograms.",
+        epilog="Start with 'inbreast demo'. 'inbreast COMMAND --help' lists a command's options.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="log warnings and errors only, no progress bars")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("synth", help="write a synthetic INbreast (CSV, DICOMs, XMLs)",
+                            description="Write a synthetic INbreast with the real layout and "
+                                        "quirks (INbreast itself needs a signed agreement).")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--patients", type=positive_int, default=8, metavar="N",
+                   help="patients; each has CC and MLO views of both breasts "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
+    p.add_argument("--size", type=image_shape_arg, default=(416, 320), metavar="HxW",
+                   help="image rows x columns (default: 416x320; real INbreast: 3328x2560)")
+    p.add_argument("--difficulty", type=probability, default=0.5, metavar="D",
+                   help="0 (easy) .. 1 (hard): lower mass contrast, more benign/malignant "
+                        "shape overlap (default: %(default)s)")
+    p.add_argument("--normal-fraction", type=probability, default=0.25, metavar="F",
+                   help="fraction of breasts without masses (default: %(default)s)")
+    p.add_argument("--no-faults", action="store_true",
+                   help="leave out the known faults of the real files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace DICOMs and XMLs already in --out")
+    p.set_defaults(handler=cmd_synth)
+
+    p = commands.add_parser("train", help="train with the paper's three-stage schedule",
+                            description="Train FT-MTL-Net or Mask R-CNN: stage rpn, then heads, "
+                                        "then all (Table 1), a checkpoint each epoch.")
+    p.add_argument("--dataset", required=True, metavar="DIR",
+                   help="INbreast folder (INbreast.csv, AllDICOMs, AllXML)")
+    _add_model_options(p)
+    p.add_argument("--weights", default=None, metavar="W",
+                   help="starting weights: imagenet (ResNet backbone; Keras downloads it), "
+                        "imagenet:PATH (a local copy of Keras' ResNet ImageNet .h5), coco "
+                        "(Matterport's mask_rcnn_coco.h5 without the class-specific heads), "
+                        "last (resume the last run of this config), a .h5 PATH, or none "
+                        "(default: imagenet for ResNet presets, none for the *_cpu presets)")
+    _add_training_options(p)
+    _add_fold_options(p, "train on all folds but --fold (which gives the validation loss)")
+    p.set_defaults(handler=cmd_train)
+
+    p = commands.add_parser("evaluate", help="AUC, FROC and Dice of a trained model",
+                            description="Detect on the dataset (or a held-out fold) and "
+                                        "compute the paper's metrics; writes metrics.json.")
+    p.add_argument("--dataset", required=True, metavar="DIR", help="INbreast folder")
+    p.add_argument("--weights", required=True, metavar="W",
+                   help="a checkpoint PATH, or last (the last checkpoint of this config in "
+                        "--logs)")
+    _add_model_options(p)
+    _add_fold_options(p, "evaluate on fold --fold only")
+    p.add_argument("--out", required=True, metavar="DIR", help="where metrics.json goes")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = commands.add_parser("detect", help="find and classify masses in DICOM files",
+                            description="Per DICOM, write <stem>.png (the detections drawn on "
+                                        "the mammogram) and <stem>.json (boxes and RLE masks "
+                                        "in the DICOM's pixels, scores, case score).")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="DICOM files, or folders searched recursively for *.dcm")
+    p.add_argument("--weights", required=True, metavar="W",
+                   help="a checkpoint PATH, or last (the last checkpoint of this config in "
+                        "--logs)")
+    _add_model_options(p)
+    p.add_argument("--min-confidence", type=probability, metavar="P",
+                   help="keep detections scoring at least P (default: the preset's "
+                        "DETECTION_MIN_CONFIDENCE, 0.5)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.set_defaults(handler=cmd_detect)
+
+    p = commands.add_parser("crossval", help="k-fold cross-validation of FT-MTL vs Mask R-CNN",
+                            description="Train and evaluate each model on each fold, then "
+                                        "write the tables (mean +- std, paired t-test) and "
+                                        "plots.")
+    p.add_argument("--dataset", required=True, metavar="DIR", help="INbreast folder")
+    p.add_argument("--folds", type=positive_int, default=5, metavar="K",
+                   help="folds (default: %(default)s)")
+    p.add_argument("--models", type=model_list_arg, default=MODEL_NAMES, metavar="LIST",
+                   help="comma-separated models to compare (default: ftmtl,maskrcnn)")
+    p.add_argument("--preset", choices=PRESET_NAMES, default="paper",
+                   help="network and training settings (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--epochs", type=positive_int, default=10, metavar="E",
+                   help="epochs per stage (default: %(default)s)")
+    p.add_argument("--steps", type=positive_int, metavar="N",
+                   help="steps per epoch (default: the preset's)")
+    p.add_argument("--lr", type=positive_float, metavar="LR",
+                   help="learning rate (default: the preset's)")
+    p.add_argument("--image-size", type=positive_int, metavar="S",
+                   help="model input side in pixels (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="fold and sampling seed "
+                                                       "(default: %(default)s)")
+    p.add_argument("--weights", metavar="W",
+                   help="starting weights of every fold: imagenet, imagenet:PATH, coco, a .h5 "
+                        "PATH or none (default: imagenet for ResNet presets, none for *_cpu); "
+                        "an unfinished run resumes from its last checkpoint")
+    p.add_argument("--no-augment", action="store_true", help="no online augmentation")
+    p.add_argument("--no-balance", action="store_true", help="no class-balanced sampling")
+    p.add_argument("--set", dest="overrides", type=override_arg, action="append", default=[],
+                   metavar="NAME=VALUE", help="override a config attribute (repeatable)")
+    p.set_defaults(handler=cmd_crossval)
+
+    p = commands.add_parser("demo", help="synthetic data + a small FT-MTL vs Mask R-CNN "
+                                         "comparison on the CPU",
+                            description="Generate a synthetic INbreast into OUT/data, "
+                                        "cross-validate both models at CPU size (about 20 "
+                                        "minutes on two cores) and write OUT/results.md with "
+                                        "plots.")
+    p.add_argument("--out", default="demo", metavar="DIR",
+                   help="output folder (default: %(default)s)")
+    p.add_argument("--quick", action="store_true",
+                   help="a tiny budget (a minute or two): checks that everything runs, "
+                        "learns nothing")
+    p.add_argument("--seed", type=int, default=0, help="data and fold seed "
+                                                       "(default: %(default)s)")
+    p.set_defaults(handler=cmd_demo)
+    return parser
+
+
+# ------------------------------------------------------------------------------ commands
+def cmd_synth(args: argparse.Namespace) -> int:
+    from ftmtl.inbreast.synthetic import generate_synthetic_inbreast
+
+    manifest = generate_synthetic_inbreast(
+        args.out, n_patients=args.patients, seed=args.seed, image_shape=args.size,
+        difficulty=args.difficulty, normal_fraction=args.normal_fraction,
+        faults=not args.no_faults, overwrite=args.overwrite)
+    print(f"synthetic INbreast written to {args.out}")
+    for name, count in manifest.counts().items():
+        print(f"  {name:18} {count}")
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ftmtl.presets import build_model
+    from ftmtl.schedule import paper_schedule, run_schedule
+    from mrcnn.augmentation import default_augmentation
+
+    _check_folds(args)
+    config = make_run_config(args, "training", steps=args.steps)
+    train_set, val_set = training_datasets(args.dataset, config.IMAGE_MAX_DIM, args.folds,
+                                           args.fold, args.seed)
+    model = build_model("training", config, model_dir(args))
+    load_initial_weights(model, resolve_weights(args.weights, config))
+    stages = paper_schedule(config, epochs=args.epochs,
+                            learning_rate=config.LEARNING_RATE if args.lr is None else args.lr)
+    run_schedule(model, train_set, val_set, stages,
+                 augmentation=None if args.no_augment else default_augmentation(),
+                 sampler=None if args.no_balance else balanced_sampler(train_set, args.seed),
+                 verbose=keras_verbosity(args), seed=args.seed)
+    print(f"trained to epoch {model.epoch}; checkpoints in {model.log_dir}")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from ftmtl.evaluation import evaluate_predictions, predict_dataset
+
+    _check_folds(args)
+    config = make_run_config(args, "inference")
+    dataset = load_dataset(args.dataset, config.IMAGE_MAX_DIM)
+    image_ids = evaluation_ids(dataset, args.folds, args.fold, args.seed)
+    model, _ = inference_model(args, config)
+    predictions = predict_dataset(model, dataset, image_ids, progress=not args.quiet)
+    metrics = evaluate_predictions(predictions).to_dict()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
+    print(format_metrics_table(metrics, EVALUATE_TABLE))
+    print(f"metrics of {len(image_ids)} images written to {path}")
+    return EXIT_OK
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ftmtl.inbreast.records import InbreastFormatError
+    from samples.inbreast import detect_io
+
+    paths, failed = collect_dicoms(args.inputs)
+    total = len(paths) + failed
+    if not paths:
+        logger.error("no DICOM files found in %s", " ".join(args.inputs))
+        return EXIT_ERROR
+    extra = {} if args.min_confidence is None else {
+        "DETECTION_MIN_CONFIDENCE": args.min_confidence}
+    config = make_run_config(args, "inference", **extra)
+    model, weights = inference_model(args, config)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stems: set[str] = set()
+    for path in paths:
+        try:
+            image, transform, dicom = detect_io.prepare_dicom(path, config.IMAGE_MAX_DIM)
+        except (InbreastFormatError, OSError) as err:
+            logger.error("%s: not a readable DICOM, skipped (%s)", path, err)
+            failed += 1
+            continue
+        result = detect_io.detections_to_original(model.detect([image])[0], transform)
+        stem = unique_stem(path, stems)
+        detect_io.write_detection_json(
+            out / f"{stem}.json", path, dicom.shape, result,
+            extra={"model": config.NAME, "weights": str(weights),
+                   "model_input_size": int(config.IMAGE_MAX_DIM)})
+        detect_io.write_overlay_png(out / f"{stem}.png", dicom.pixels, result,
+                                    title=Path(path).name)
+        print(f"{path}: {len(result['class_ids'])} detection(s), case malignancy score "
+              f"{result.get('case_score', float('nan')):.3f} -> {out / stem}.json/.png")
+    if failed:
+        logger.error("%d of %d input(s) failed", failed, total)
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def cmd_crossval(args: argparse.Namespace) -> int:
+    from ftmtl.crossval import run_crossval
+    from ftmtl.presets import make_config
+
+    overrides = dict(args.overrides)
+    if args.image_size is not None:
+        overrides.update(IMAGE_MIN_DIM=args.image_size, IMAGE_MAX_DIM=args.image_size)
+    config = make_config(args.preset, args.models[0], **overrides)
+    weights, exclude = crossval_weights(resolve_weights(args.weights, config))
+    result = run_crossval(
+        args.dataset, args.out, folds=args.folds, models=args.models, preset=args.preset,
+        seed=args.seed, schedule_epochs=args.epochs, learning_rate=args.lr,
+        steps_per_epoch=args.steps, image_size=args.image_size, weights=weights,
+        weights_exclude=exclude, augmentation=not args.no_augment,
+        balanced_sampling=not args.no_balance, config_overrides=overrides or None,
+        progress=not args.quiet)
+    report_results(result.out_dir)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ftmtl.crossval import run_crossval
+    from ftmtl.inbreast.synthetic import MANIFEST_NAME, generate_synthetic_inbreast
+
+    out = Path(args.out)
+    data = out / "data"
+    data_settings = DEMO_QUICK_DATA if args.quick else DEMO_DATA
+    if (data / MANIFEST_NAME).is_file():
+        logger.info("reusing the synthetic INbreast in %s", data)
+    else:
+        manifest = generate_synthetic_inbreast(data, seed=args.seed, **data_settings)
+        logger.info("synthetic INbreast in %s: %s", data, manifest.counts())
+    run = dict(DEMO_QUICK_RUN if args.quick else DEMO_RUN)
+    size = run.pop("image_size")
+    overrides = {**run.pop("config_overrides"), "IMAGE_MIN_DIM": size, "IMAGE_MAX_DIM": size}
+    logger.info("cross-validating %s at %d px: %s, %s", " and ".join(MODEL_NAMES), size, run,
+                overrides)
+    result = run_crossval(data, out, models=MODEL_NAMES, seed=args.seed, weights=None,
+                          image_size=size, config_overrides=overrides,
+                          progress=not args.quiet, **run)
+    report_results(result.out_dir)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------- helpers
+def _check_folds(args: argparse.Namespace) -> None:
+    if (args.folds is None) != (args.fold is None):
+        raise ValueError("--folds and --fold go together")
+    if args.folds is not None and not 0 <= args.fold < args.folds:
+        raise ValueError(f"--fold must be in 0..{args.folds - 1}, got {args.fold}")
+    if args.folds == 1:
+        raise ValueError("--folds must be at least 2")
+
+
+def make_run_config(args: argparse.Namespace, mode: str, steps: int | None = None,
+                    **extra: Any):
+    """The preset's config with --image-size, --steps and --set applied; inference runs one
+    image at a time."""
+    from ftmtl.presets import make_config
+
+    overrides: dict[str, Any] = {}
+    if args.image_size is not None:
+        overrides.update(IMAGE_MIN_DIM=args.image_size, IMAGE_MAX_DIM=args.image_size)
+    if steps is not None:
+        overrides["STEPS_PER_EPOCH"] = steps
+    if mode == "inference":
+        overrides.update(IMAGES_PER_GPU=1, GPU_COUNT=1)
+    overrides.update(dict(args.overrides))
+    overrides.update(extra)
+    return make_config(args.preset, args.model, **overrides)
+
+
+def model_dir(args: argparse.Namespace) -> Path:
+    """--logs, or its per-fold sub-folder, so that 'last' never picks another fold's run."""
+    logs = Path(args.logs)
+    if getattr(args, "folds", None) is not None:
+        return logs / f"fold{args.fold}of{args.folds}"
+    return logs
+
+
+def load_dataset(root: str | os.PathLike, image_size: int, subset: Sequence[str] | None = None):
+    from ftmtl.inbreast.dataset import INbreastDataset
+
+    dataset = INbreastDataset()
+    dataset.load_inbreast(root, subset_file_names=subset, image_size=image_size)
+    dataset.prepare()
+    if not len(dataset.image_ids):
+        raise ValueError(f"{root}: no usable images")
+    return dataset
+
+
+def fold_split(dataset, folds: int, fold: int, seed: int):
+    """(train ids, held-out ids) of fold ``fold`` of ``folds`` (grouped by patient)."""
+    from ftmtl.inbreast.folds import patient_folds
+
+    return patient_folds(dataset, folds, seed)[fold]
+
+
+def training_datasets(root: str | os.PathLike, image_size: int, folds: int | None,
+                      fold: int | None, seed: int):
+    """(train, validation or None): all images, or all but the held-out fold (which then gives
+    the validation loss; nothing is selected on it)."""
+    full = load_dataset(root, image_size)
+    if folds is None:
+        logger.info("training on %s", full.summary())
+        return full, None
+    train_ids, held_out = fold_split(full, folds, fold, seed)
+    names = [full.image_info[i]["file_name"] for i in train_ids]
+    held_names = [full.image_info[i]["file_name"] for i in held_out]
+    train = load_dataset(root, image_size, names)
+    val = load_dataset(root, image_size, held_names)
+    logger.info("fold %d of %d: training on %s, validating on %s", fold, folds,
+                train.summary(), val.summary())
+    return train, val
+
+
+def evaluation_ids(dataset, folds: int | None, fold: int | None, seed: int):
+    import numpy as np
+
+    if folds is None:
+        return np.asarray(dataset.image_ids)
+    return np.asarray(fold_split(dataset, folds, fold, seed)[1])
+
+
+def balanced_sampler(dataset, seed: int):
+    """The paper's class balance drawn online, as crossval does: an image is drawn in
+    proportion to its label's weight (benign 150, malignant 75, no mass 1)."""
+    from ftmtl.inbreast.folds import fold_stratum
+    from mrcnn.sampling import PAPER_WEIGHTS, ClassBalancedSampler
+
+    labels = [fold_stratum(info) for info in dataset.image_info]
+    return ClassBalancedSampler(labels, PAPER_WEIGHTS, seed=seed)
+
+
+def resolve_weights(weights: str | None, config) -> str:
+    """--weights, or its default: imagenet for ResNet backbones, none for the tiny one."""
+    if weights is not None:
+        return weights
+    default = IMAGENET if config.BACKBONE in ("resnet50", "resnet101") else "none"
+    logger.info("--weights not given: starting from %s", default)
+    return default
+
+
+def load_initial_weights(model, weights: str) -> None:
+    """Initialise a training model from imagenet[:PATH], coco, last, a .h5 path, or nothing."""
+    started_in = Path(model.log_dir)
+    if weights == "none":
+        logger.info("starting from the initialisers (no pre-trained weights)")
+    elif weights == IMAGENET or weights.startswith(IMAGENET + ":"):
+        report = model.load_imagenet_weights(weights.partition(":")[2] or IMAGENET)
+        logger.info("ImageNet backbone: %s", report.summary())
+    elif weights == "coco":
+        from mrcnn.weights import COCO_CLASS_SPECIFIC_LAYERS, coco_weights_path
+
+        path = coco_weights_path(download=True)
+        try:
+            model.load_weights(path, exclude=list(COCO_CLASS_SPECIFIC_LAYERS))
+        except ValueError as err:
+            raise ValueError(f"{path}: COCO weights do not fit this network ({err}); they "
+                             f"are Matterport's FPN layout: use --preset fpn") from err
+    else:
+        model.load_weights(checkpoint_path(model, weights))
+    if Path(model.log_dir) != started_in:
+        _remove_if_empty(started_in)
+
+
+def crossval_weights(weights: str) -> tuple[str | None, list[str] | None]:
+    """--weights as run_crossval takes them: (weights, layers to exclude)."""
+    if weights == "none":
+        return None, None
+    if weights == "coco":
+        from mrcnn.weights import COCO_CLASS_SPECIFIC_LAYERS, coco_weights_path
+
+        return coco_weights_path(download=True), list(COCO_CLASS_SPECIFIC_LAYERS)
+    if weights == "last":
+        raise ValueError("crossval resumes unfinished runs by itself; --weights last is "
+                         "for train")
+    return weights, None
+
+
+def checkpoint_path(model, weights: str) -> Path:
+    """'last' (the newest checkpoint of this config under the model's model_dir) or a path."""
+    path = Path(model.find_last()) if weights == "last" else Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"--weights {weights}: {path} is not a file")
+    logger.info("weights from %s", path)
+    return path
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """The run folder a training model claims when it is built, left unused by a resume."""
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def inference_model(args: argparse.Namespace, config):
+    """(an inference model with --weights loaded, the weight file's path); --weights is a
+    path or last."""
+    from ftmtl.presets import build_model
+
+    model = build_model("inference", config, model_dir(args))
+    path = checkpoint_path(model, args.weights)
+    model.load_weights(path)
+    return model, path
+
+
+def collect_dicoms(inputs: Sequence[str]) -> tuple[list[Path], int]:
+    """The DICOM files named or found (recursively, *.dcm) in the inputs, and how many inputs
+    do not exist (each logged as an error)."""
+    paths: list[Path] = []
+    missing = 0
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file()
+                           and p.suffix.lower() == ".dcm")
+            if not found:
+                logger.warning("%s: no *.dcm files in this folder", path)
+            paths += found
+        elif path.is_file():
+            paths.append(path)
+        else:
+            logger.error("%s: no such file or folder", path)
+            missing += 1
+    return paths, missing
+
+
+def unique_stem(path: Path, taken: set[str]) -> str:
+    """The file's stem, with _2, _3... when another input already used it."""
+    stem, n = Path(path).stem, 1
+    candidate = stem
+    while candidate in taken:
+        n += 1
+        candidate = f"{stem}_{n}"
+    if candidate != stem:
+        logger.warning("%s: another input is also named %s; writing %s.*", path, stem,
+                       candidate)
+    taken.add(candidate)
+    return candidate
+
+
+def flatten_numbers(data: Any, prefix: str = "") -> list[tuple[str, float | None]]:
+    """(dotted name, value) of every number (or None: undefined) in nested dicts; lists
+    (curves) and strings are left out."""
+    rows: list[tuple[str, float | None]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            rows += flatten_numbers(value, f"{prefix}.{key}" if prefix else str(key))
+    elif data is None:
+        rows.append((prefix, None))
+    elif isinstance(data, (int, float)) and not isinstance(data, bool):
+        rows.append((prefix, float(data)))
+    elif hasattr(data, "item") and getattr(data, "ndim", 1) == 0:
+        rows.append((prefix, float(data.item())))
+    return rows
+
+
+def format_metrics_table(metrics: dict[str, Any], keys: Sequence[str] | None = None) -> str:
+    """The numbers of ``metrics`` (only the top-level ``keys``, in that order, if given) as an
+    aligned two-column table; undefined values read n/a."""
+    chosen = metrics if keys is None else {k: metrics[k] for k in keys if k in metrics}
+    rows = flatten_numbers(chosen)
+    if not rows:
+        return "(no scalar metrics)"
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {'n/a' if value is None else format(value, '.4g')}"
+                     for name, value in rows)
+
+
+def report_results(out: str | os.PathLike) -> None:
+    """Print results.md (the tables) and where the files are."""
+    from ftmtl.crossval import PLOTS_DIR, RESULTS_MD
+
+    out = Path(out)
+    results = out / RESULTS_MD
+    print(results.read_text(encoding="utf-8"))
+    print(f"results: {results}")
+    plots = sorted((out / PLOTS_DIR).glob("*.png"))
+    if plots:
+        print(f"plots: {', '.join(str(p) for p in plots)}")
+
+
+# ---------------------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the arguments, configure logging once, run the command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
+        logger.debug("details", exc_info=True)
+        logger.error("%s", err)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
