@@ -1,0 +1,230 @@
+"""Shared helpers of the benchmarks: timing, peak memory, machine facts, worker processes.
+
+Importable without TensorFlow (the torchvision worker runs it in a venv without TF): every TF
+import is inside a function.
+
+Workers are separate processes so that each measurement has its own peak RSS and its own
+thread settings; a worker prints one line ``BENCH_JSON <json>`` that ``run_worker`` parses out of
+whatever else (TF logging) the process writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+JSON_MARKER = "BENCH_JSON "
+
+
+# --------------------------------------------------------------------------------- timing
+def time_calls(fn: Callable[[], Any], runs: int, warmup: int = 1) -> list[float]:
+    """Wall-clock seconds of ``runs`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def summary(times: Sequence[float]) -> dict[str, Any]:
+    """Median, min, max and the raw times (seconds)."""
+    times = list(times)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "runs": len(times), "times_s": [round(t, 4) for t in times]}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def load_average() -> tuple[float, float, float]:
+    """The 1, 5 and 15-minute load averages (what ``uptime`` prints)."""
+    return os.getloadavg()
+
+
+def cpu_busy_seconds() -> float | None:
+    """CPU-seconds spent busy by the whole machine since boot (/proc/stat), None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(v) for v in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_cores(window_s: float = 5.0) -> float | None:
+    """How many cores were busy (everyone's processes) over the next ``window_s`` seconds."""
+    before = cpu_busy_seconds()
+    time.sleep(window_s)
+    after = cpu_busy_seconds()
+    return None if before is None or after is None else round((after - before) / window_s, 2)
+
+
+def wait_for_quiet(max_busy_cores: float, max_wait_s: float) -> float | None:
+    """Wait until at most ``max_busy_cores`` cores are busy over a 5 s window (or until
+    ``max_wait_s`` passed); returns the busy cores seen last. On a shared machine a timing
+    taken while others compute is meaningless, so callers record this figure too."""
+    deadline = time.monotonic() + max_wait_s
+    busy = busy_cores()
+    while busy is not None and busy > max_busy_cores and time.monotonic() < deadline:
+        busy = busy_cores(10.0)
+    return busy
+
+
+# ------------------------------------------------------------------------------ threads
+def configure_tensorflow(threads: int | None, mixed_precision: bool = False) -> None:
+    """Thread counts (before TF runs anything) and, optionally, the mixed_float16 policy."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(int(threads))
+    if mixed_precision:
+        import keras
+
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+
+def tensorflow_devices() -> list[str]:
+    import tensorflow as tf
+
+    return [d.name for d in tf.config.list_logical_devices()]
+
+
+# -------------------------------------------------------------------------------- machine
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def memory_total_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+    """nproc, CPU model, memory, Python and (when importable here) library versions."""
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "memory_gib": memory_total_gib(),
+        "python": platform.python_version(),
+    }
+    for name in ("numpy", "tensorflow", "keras", "torch", "torchvision"):
+        module = sys.modules.get(name)
+        if module is not None:
+            info[name] = getattr(module, "__version__", "?")
+    return info
+
+
+# -------------------------------------------------------------------------------- workers
+def emit(result: dict[str, Any]) -> None:
+    """Print a worker's result where ``run_worker`` finds it."""
+    sys.stdout.write(JSON_MARKER + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def run_worker(command: Sequence[str], timeout_s: float, label: str,
+               env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a worker process; its ``BENCH_JSON`` result, or ``{"error": ...}`` (with the end of
+    its output) when it failed, timed out or printed no result."""
+    started = time.perf_counter()
+    meter = OthersMeter().start()
+    try:
+        proc = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout_s,
+                              env={**os.environ, **(env or {})}, cwd=str(REPO_ROOT))
+    except subprocess.TimeoutExpired:
+        return {"error": f"{label}: timed out after {timeout_s:.0f} s"}
+    elapsed = time.perf_counter() - started
+    others = meter.stop()
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(JSON_MARKER):
+            result = json.loads(line[len(JSON_MARKER):])
+            result.setdefault("worker_wall_s", round(elapsed, 1))
+            result["others_busy_cores"] = others
+            return result
+    tail = (proc.stdout + proc.stderr)[-3000:]
+    return {"error": f"{label}: exit status {proc.returncode}, no result", "output_tail": tail}
+
+
+class OthersMeter:
+    """Cores kept busy by other people's processes between ``start`` and ``stop``: the
+    machine's busy CPU time minus this process's (and its children's), per wall second."""
+
+    def start(self) -> OthersMeter:
+        self.wall = time.perf_counter()
+        self.machine = cpu_busy_seconds()
+        self.own = _own_cpu_seconds()
+        return self
+
+    def stop(self) -> float | None:
+        machine = cpu_busy_seconds()
+        if machine is None or self.machine is None:
+            return None
+        wall = time.perf_counter() - self.wall
+        others = (machine - self.machine - (_own_cpu_seconds() - self.own)) / wall
+        return round(max(0.0, others), 2)
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime + _children_cpu_seconds()
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def log(message: str) -> None:
+    """Progress on stderr (stdout carries the tables)."""
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')} load {load_average()[0]:.2f}] {message}\n")
+    sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------------- tables
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table (pastes into benchmarks/README.md as it is)."""
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: str | os.PathLike | None, payload: dict[str, Any]) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
