@@ -37,14 +37,33 @@ SEED = 0
 
 
 # ============================================================================= our workers
-def our_config(preset: str, model: str, size: int, batch: int, detections: int):
-    """The preset at ``size`` px, ``batch`` images a step, keeping ``detections`` detections
-    (confidence filter off, so both frameworks keep exactly that many)."""
+def our_config(preset: str, model: str, size: int, batch: int, detections: int,
+               overrides: dict[str, Any] | None = None):
+    """The preset at ``size`` px, ``batch`` images a step, keeping at most ``detections``
+    detections (confidence filter off, as torchvision's box_score_thresh=0 here), then
+    ``overrides`` (config attributes, e.g. to try a cheaper setting)."""
     from ftmtl.presets import make_config
 
-    return make_config(preset, model, IMAGES_PER_GPU=batch, IMAGE_MIN_DIM=size,
-                       IMAGE_MAX_DIM=size, DETECTION_MAX_INSTANCES=detections,
-                       DETECTION_MIN_CONFIDENCE=0.0)
+    values = {"IMAGES_PER_GPU": batch, "IMAGE_MIN_DIM": size, "IMAGE_MAX_DIM": size,
+              "DETECTION_MAX_INSTANCES": detections, "DETECTION_MIN_CONFIDENCE": 0.0,
+              **(overrides or {})}
+    return make_config(preset, model, **values)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["NAME=VALUE", ...]`` -> {NAME: literal VALUE}."""
+    import ast
+
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if not name or not value:
+            raise SystemExit(f"--set needs NAME=VALUE, got {item!r}")
+        try:
+            out[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[name] = value
+    return out
 
 
 def synthetic_dataset(data_dir: str | os.PathLike, size: int):
@@ -97,7 +116,8 @@ def worker_our_inference(args: argparse.Namespace) -> dict[str, Any]:
     from mrcnn.data import mold_inputs
 
     image = np.load(Path(args.workdir) / INPUTS_NAME)["random_image"]
-    config = our_config(args.preset, args.model, args.size, 1, args.detections)
+    config = our_config(args.preset, args.model, args.size, 1, args.detections,
+                        parse_overrides(args.set))
     with tempfile.TemporaryDirectory() as model_dir:
         start = time.perf_counter()
         net = build_model("inference", config, model_dir)
@@ -127,7 +147,8 @@ def worker_our_training(args: argparse.Namespace) -> dict[str, Any]:
     from ftmtl.presets import build_model
     from mrcnn.data import DataGenerator
 
-    config = our_config(args.preset, args.model, args.size, args.batch, args.detections)
+    config = our_config(args.preset, args.model, args.size, args.batch, args.detections,
+                        parse_overrides(args.set))
     dataset = synthetic_dataset(Path(args.workdir) / "inbreast", args.size)
     batch = DataGenerator(dataset, config, shuffle=False, steps=1, workers=1)[0]
     with tempfile.TemporaryDirectory() as model_dir:
@@ -198,6 +219,36 @@ def _freeze_batch_norm(module, frozen_class) -> None:
             _freeze_batch_norm(child, frozen_class)
 
 
+def torch_gflops(model, call) -> float:
+    """FLOPs (2 x multiply-adds) of the Conv2d, ConvTranspose2d and Linear calls of one
+    ``call()``, counted by forward hooks (the same rule as bench_scaling.py's count)."""
+    import math
+
+    import torch
+
+    total = [0]
+
+    def hook(module, inputs, output) -> None:
+        x = inputs[0]
+        if isinstance(module, torch.nn.ConvTranspose2d):
+            kh, kw = module.kernel_size
+            total[0] += x.numel() * kh * kw * module.out_channels // module.groups
+        elif isinstance(module, torch.nn.Conv2d):
+            kh, kw = module.kernel_size
+            total[0] += output.numel() * kh * kw * module.in_channels // module.groups
+        elif isinstance(module, torch.nn.Linear):
+            total[0] += math.prod(x.shape[:-1]) * module.in_features * module.out_features
+
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
+    try:
+        call()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return 2 * total[0] / 1e9
+
+
 def worker_torch(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     import torch
@@ -236,7 +287,7 @@ def worker_torch(args: argparse.Namespace) -> dict[str, Any]:
         times = common.time_calls(infer, args.runs, args.warmup)
         return {**base, "first_call_s": first_s, "detect": common.summary(times),
                 "detections": int(outputs[0]["boxes"].shape[0]),
-                "peak_rss_mb": common.peak_rss_mb()}
+                "gflops": torch_gflops(model, infer), "peak_rss_mb": common.peak_rss_mb()}
 
     images, targets = [], []
     for i in range(args.batch):
@@ -302,6 +353,8 @@ def worker_command(python: str, args: argparse.Namespace, worker: str, **extra: 
         command.append("--torch-frozen-bn")
     if args.torch_cuda:
         command.append("--torch-cuda")
+    for item in args.set:
+        command += ["--set", item]
     for key, value in extra.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
     return command
@@ -427,6 +480,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--detections", type=int, default=100,
                         help="DETECTION_MAX_INSTANCES and box_detections_per_img")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a config attribute of our models (repeatable), e.g. "
+                        "--set POST_NMS_ROIS_INFERENCE=300")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--lr", type=float, default=0.0,
                         help="SGD learning rate of the timed steps (both frameworks). 0 keeps "
