@@ -14,7 +14,7 @@ INbreast DICOMs, no augmentation), all layers trainable, SGD with momentum 0.9 a
 torchvision gets the same images and ground truth and the same optimizer.
 
     .venv/bin/python benchmarks/bench_model.py --torch-python /tmp/torchvenv/bin/python \
-        --json benchmarks/results/model.json
+        --max-busy 0.6 --json /tmp/bench_model.json
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ def worker_inputs(args: argparse.Namespace) -> dict[str, Any]:
 def worker_our_inference(args: argparse.Namespace) -> dict[str, Any]:
     common.configure_tensorflow(args.threads, args.mixed_precision)
     import numpy as np
+    from bench_scaling import count_macs
 
     from ftmtl.presets import build_model
     from mrcnn.anchors import get_anchors
@@ -132,11 +133,14 @@ def worker_our_inference(args: argparse.Namespace) -> dict[str, Any]:
                  "input_anchors": anchors[np.newaxis].copy()}
         graph = common.time_calls(lambda: net.run_graph(batch), args.runs, args.warmup)
         params = int(sum(np.prod(w.shape) for w in net.keras_model.weights))
+        peak_rss = common.peak_rss_mb()  # before the FLOP count's eager call, which needs more
+        gflops = count_macs(net.keras_model, batch)["gflops"]
     return {"framework": "ours", "preset": args.preset, "model": args.model,
             "phase": "inference", "batch": 1, "build_s": build_s, "first_call_s": first_s,
             "detect": common.summary(detect), "graph": common.summary(graph),
             "detections": int(len(results[0]["class_ids"])), "parameters": params,
-            "peak_rss_mb": common.peak_rss_mb(), "devices": common.tensorflow_devices(),
+            "gflops": gflops,
+            "peak_rss_mb": peak_rss, "devices": common.tensorflow_devices(),
             "mixed_precision": args.mixed_precision, **_versions()}
 
 
@@ -360,13 +364,14 @@ def worker_command(python: str, args: argparse.Namespace, worker: str, **extra: 
     return command
 
 
-def run_measurement(command: list[str], label: str, args: argparse.Namespace
-                    ) -> dict[str, Any]:
+def run_measurement(command: list[str], label: str, args: argparse.Namespace,
+                    budget_left_s: float | None = None) -> dict[str, Any]:
     busy = common.wait_for_quiet(args.max_busy, args.wait_quiet_s) \
-        if args.max_busy is not None else common.busy_cores()
+        if args.max_busy is not None else common.busy_cores(1.0)
     load = common.load_average()[0]
     common.log(f"start {label} ({busy} cores busy before)")
-    result = common.run_worker(command, args.timeout_s, label)
+    timeout = min(args.timeout_s, budget_left_s) if budget_left_s else args.timeout_s
+    result = common.run_worker(command, timeout, label)
     result["label"] = label
     result["busy_before"] = busy
     result["load_before"] = round(load, 2)
@@ -411,13 +416,16 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     rows = []
     for r in ok:
         if r["phase"] == "inference":
+            gflops = r.get("gflops")
             rows.append([r["preset"], r["model"], latency(r, "detect"), latency(r, "graph"),
                          r["detect"]["min_s"], r["detect"]["max_s"], r.get("first_call_s"),
-                         r.get("detections"), r["peak_rss_mb"], r["busy_before"],
-                         r.get("others_busy_cores"), r["load_before"]])
+                         r.get("detections"), gflops,
+                         gflops / latency(r, "detect") if gflops else None,
+                         r["peak_rss_mb"], r["busy_before"], r.get("others_busy_cores"),
+                         r["load_before"]])
     lines.append(common.table(["preset", "model", "detect s", "graph s", "min s", "max s",
-                               "first call s", "dets", "peak RSS MiB", "busy before",
-                               "others during", "load"], rows))
+                               "first call s", "dets", "GFLOPs", "GFLOP/s", "peak RSS MiB",
+                               "busy before", "others during", "load"], rows))
     rows = []
     for r in ok:
         if r["phase"] == "training":
@@ -509,6 +517,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "busy (over 5 s), at most --wait-quiet-s")
     parser.add_argument("--wait-quiet-s", type=float, default=300.0)
     parser.add_argument("--timeout-s", type=float, default=1200.0, help="per worker")
+    parser.add_argument("--budget-s", type=float, default=0.0,
+                        help="stop starting measurements after this many seconds (the "
+                        "tables of those done are still printed); 0: no limit")
     parser.add_argument("--workdir", help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", help="write every result to this JSON file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -540,8 +551,14 @@ def main(argv: list[str] | None = None) -> int:
             common.log(f"could not prepare the inputs: {inputs}")
             return 1
         results = []
+        started = time.monotonic()
         for label, command in plan(args, torch_python):
-            results.append(run_measurement(command, label, args))
+            left = args.budget_s - (time.monotonic() - started) if args.budget_s else None
+            if left is not None and left < 20:
+                results.append({"label": label, "error": f"{label}: skipped, the "
+                                f"{args.budget_s:.0f} s budget is spent"})
+                continue
+            results.append(run_measurement(command, label, args, left))
             # Partial results survive an interrupted run.
             common.write_json(args.json, {"machine": common.machine_info(), "args": vars(args),
                                           "results": results, "complete": False})

@@ -13,7 +13,7 @@ batches), and compares the pipeline's images/s with the images/s one training st
 (``--fit-steps``) it runs ``fit`` on the pipeline, so that pipeline and training share the
 cores, and compares its step time with ``train_on_batch`` on a ready batch.
 
-    .venv/bin/python benchmarks/bench_pipeline.py --model-json benchmarks/results/model.json
+    .venv/bin/python benchmarks/bench_pipeline.py --model-json /tmp/bench_model.json
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ happen. FLOPs = 2 x MACs. Not counted: ROIAlign, NMS, batch norm, activations, e
 as a cross-check. The achieved GFLOP/s (FLOPs / graph latency) is compared with a peak measured
 on the same machine with the same threads: a large float32 ``tf.matmul``.
 
-    .venv/bin/python benchmarks/bench_scaling.py --json benchmarks/results/scaling.json
+    .venv/bin/python benchmarks/bench_scaling.py --profiler --json /tmp/bench_scaling.json
 """
 
 from __future__ import annotations
