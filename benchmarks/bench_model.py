@@ -34,11 +34,13 @@ PRESETS = ("paper", "fpn")
 MODELS = ("ftmtl", "maskrcnn")
 INPUTS_NAME = "inputs.npz"
 SEED = 0
+PRECISIONS = ("float32", "bfloat16", "float16")
+MIXED_POLICIES = {"float32": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 # ============================================================================= our workers
 def our_config(preset: str, model: str, size: int, batch: int, detections: int,
-               overrides: dict[str, Any] | None = None):
+               overrides: dict[str, Any] | None = None, precision: str = "float32"):
     """The preset at ``size`` px, ``batch`` images a step, keeping at most ``detections``
     detections (confidence filter off, as torchvision's box_score_thresh=0 here), then
     ``overrides`` (config attributes, e.g. to try a cheaper setting)."""
@@ -46,7 +48,7 @@ def our_config(preset: str, model: str, size: int, batch: int, detections: int,
 
     values = {"IMAGES_PER_GPU": batch, "IMAGE_MIN_DIM": size, "IMAGE_MAX_DIM": size,
               "DETECTION_MAX_INSTANCES": detections, "DETECTION_MIN_CONFIDENCE": 0.0,
-              **(overrides or {})}
+              "MIXED_PRECISION": MIXED_POLICIES[precision], **(overrides or {})}
     return make_config(preset, model, **values)
 
 
@@ -108,7 +110,7 @@ def worker_inputs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def worker_our_inference(args: argparse.Namespace) -> dict[str, Any]:
-    common.configure_tensorflow(args.threads, args.mixed_precision)
+    common.configure_tensorflow(args.threads)
     import numpy as np
     from bench_scaling import count_macs
 
@@ -118,7 +120,7 @@ def worker_our_inference(args: argparse.Namespace) -> dict[str, Any]:
 
     image = np.load(Path(args.workdir) / INPUTS_NAME)["random_image"]
     config = our_config(args.preset, args.model, args.size, 1, args.detections,
-                        parse_overrides(args.set))
+                        parse_overrides(args.set), args.precision)
     with tempfile.TemporaryDirectory() as model_dir:
         start = time.perf_counter()
         net = build_model("inference", config, model_dir)
@@ -141,18 +143,18 @@ def worker_our_inference(args: argparse.Namespace) -> dict[str, Any]:
             "detections": int(len(results[0]["class_ids"])), "parameters": params,
             "gflops": gflops,
             "peak_rss_mb": peak_rss, "devices": common.tensorflow_devices(),
-            "mixed_precision": args.mixed_precision, **_versions()}
+            "precision": args.precision, **_versions()}
 
 
 def worker_our_training(args: argparse.Namespace) -> dict[str, Any]:
-    common.configure_tensorflow(args.threads, args.mixed_precision)
+    common.configure_tensorflow(args.threads)
     import numpy as np
 
     from ftmtl.presets import build_model
     from mrcnn.data import DataGenerator
 
     config = our_config(args.preset, args.model, args.size, args.batch, args.detections,
-                        parse_overrides(args.set))
+                        parse_overrides(args.set), args.precision)
     dataset = synthetic_dataset(Path(args.workdir) / "inbreast", args.size)
     batch = DataGenerator(dataset, config, shuffle=False, steps=1, workers=1)[0]
     with tempfile.TemporaryDirectory() as model_dir:
@@ -177,7 +179,7 @@ def worker_our_training(args: argparse.Namespace) -> dict[str, Any]:
             "first_call_s": first_s, "step": common.summary(times),
             "loss_last": losses[-1], "losses_finite": bool(np.all(np.isfinite(losses))),
             "trainable_parameters": trainable, "peak_rss_mb": common.peak_rss_mb(),
-            "devices": common.tensorflow_devices(), "mixed_precision": args.mixed_precision,
+            "devices": common.tensorflow_devices(), "precision": args.precision,
             **_versions()}
 
 
@@ -268,11 +270,17 @@ def worker_torch(args: argparse.Namespace) -> dict[str, Any]:
             "phase": args.phase, "batch": args.batch, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "numpy": np.__version__,
             "threads": torch.get_num_threads(), "device": str(device),
-            "frozen_bn": bool(args.torch_frozen_bn), "num_classes": args.torch_num_classes}
+            "frozen_bn": bool(args.torch_frozen_bn), "num_classes": args.torch_num_classes,
+            "precision": args.precision}
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
+
+    def autocast():
+        """The compute type of --precision (float32: autocast off)."""
+        dtype = getattr(torch, args.precision)
+        return torch.autocast(device.type, dtype=dtype, enabled=args.precision != "float32")
 
     if args.phase == "inference":
         image = torch.from_numpy(inputs["random_image"]).permute(2, 0, 1).float().div(255.0)
@@ -281,7 +289,7 @@ def worker_torch(args: argparse.Namespace) -> dict[str, Any]:
         outputs: list = []
 
         def infer() -> None:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast():
                 outputs[:] = model([image])
             sync()
 
@@ -308,7 +316,8 @@ def worker_torch(args: argparse.Namespace) -> dict[str, Any]:
     losses = []
 
     def step() -> None:
-        loss = sum(model(images, targets).values())
+        with autocast():
+            loss = sum(model(images, targets).values())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -351,8 +360,7 @@ def worker_command(python: str, args: argparse.Namespace, worker: str, **extra: 
                "--dicom-shape", ",".join(str(v) for v in args.dicom_shape)]
     if args.threads:
         command += ["--threads", str(args.threads)]
-    if args.mixed_precision:
-        command.append("--mixed-precision")
+    command += ["--precision", args.precision]
     if args.torch_frozen_bn:
         command.append("--torch-frozen-bn")
     if args.torch_cuda:
@@ -412,7 +420,8 @@ def latency(result: dict[str, Any], key: str) -> float | None:
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """The tables: every measurement, then the FT-MTL overheads and the torchvision ratios."""
     ok = [r for r in results if "error" not in r and "phase" in r]
-    lines = [f"## Inference (batch 1, {args.size} px, median of {args.runs} runs)"]
+    lines = [f"## Inference (batch 1, {args.size} px, {args.precision}, median of "
+             f"{args.runs} runs)"]
     rows = []
     for r in ok:
         if r["phase"] == "inference":
@@ -434,7 +443,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
                          r.get("losses_finite"), r["peak_rss_mb"], r["busy_before"],
                          r.get("others_busy_cores"), r["load_before"]])
     if rows:
-        lines += ["", f"## Training step (median of {args.runs} steps)",
+        lines += ["", f"## Training step ({args.precision}, median of {args.runs} steps)",
                   common.table(["preset", "model", "batch", "step s", "min s", "max s",
                                 "first step s", "finite loss", "peak RSS MiB", "busy before",
                                 "others during", "load"], rows)]
@@ -499,8 +508,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "which changes the proposals and the ROI counts); the optimizer's "
                         "arithmetic runs all the same")
     parser.add_argument("--train-batches", type=ints, default=[1, 2])
-    parser.add_argument("--mixed-precision", action="store_true",
-                        help="keras.mixed_precision policy mixed_float16 (ours)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="compute type of both sides: ours through Config.MIXED_PRECISION "
+                        "(mixed_bfloat16 / mixed_float16), torchvision through torch.autocast")
     parser.add_argument("--torch-python", help="Python with torch + torchvision (a venv "
                         "outside the repo); default: this Python if it has them")
     parser.add_argument("--no-torch", action="store_true")

@@ -87,8 +87,9 @@ def wait_for_quiet(max_busy_cores: float, max_wait_s: float) -> float | None:
 
 
 # ------------------------------------------------------------------------------ threads
-def configure_tensorflow(threads: int | None, mixed_precision: bool = False) -> None:
-    """Thread counts (before TF runs anything) and, optionally, the mixed_float16 policy."""
+def configure_tensorflow(threads: int | None) -> None:
+    """Thread counts, set before TF runs anything. (Mixed precision is a model setting,
+    Config.MIXED_PRECISION, not a global policy.)"""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import tensorflow as tf
@@ -96,10 +97,6 @@ def configure_tensorflow(threads: int | None, mixed_precision: bool = False) -> 
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(int(threads))
         tf.config.threading.set_inter_op_parallelism_threads(int(threads))
-    if mixed_precision:
-        import keras
-
-        keras.mixed_precision.set_global_policy("mixed_float16")
 
 
 def tensorflow_devices() -> list[str]:

@@ -60,7 +60,7 @@ EOF
 # the tables of those done; the outer timeout is only a safety net.
 stage1=$(( $(left) - 110 ))
 say "mixed precision: paper and fpn (stage budget ${stage1} s)"
-timeout $(( stage1 + 40 )) "$PY" benchmarks/bench_model.py --no-torch --mixed-precision \
+timeout $(( stage1 + 40 )) "$PY" benchmarks/bench_model.py --no-torch --precision float16 \
   --presets paper,fpn --runs "$RUNS" --warmup 2 --timeout-s 150 --budget-s "$stage1" \
   --json "$OUT/gpu_mixed_float16.json" || say "mixed-precision run incomplete (see above)"
 

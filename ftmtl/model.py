@@ -60,6 +60,7 @@ from mrcnn.heads import (
     roi_features,
 )
 from mrcnn.model import MaskRCNN, to_original_pixels
+from mrcnn.precision import Float32Layer
 from mrcnn.targets import valid_roi_mask
 
 TRANSFER_LAYER = "mrcnn_ftmtl_transfer"
@@ -119,7 +120,7 @@ class FTMTLConfig(Config):
 
 
 # ------------------------------------------------------------------------ inference layers
-class RefineProposals(layers.Layer):
+class RefineProposals(Float32Layer):
     """Proposals moved by their class-agnostic deltas and clipped to the image window.
 
     Inputs ``[proposals [B, N, 4], deltas [B, N, 1, 4] (scaled by BBOX_STD_DEV), image_meta]``;
@@ -156,7 +157,7 @@ class RefineProposals(layers.Layer):
         return config
 
 
-class SequentialDetectionLayer(layers.Layer):
+class SequentialDetectionLayer(Float32Layer):
     """Detections from refined, already classified ROIs: confidence filter, per-class NMS,
     top-K (``mrcnn.detection.select_detections``) with the paper's foreground score.
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
-from keras import layers
 
+from mrcnn.precision import Float32Layer
 from mrcnn.targets import valid_roi_mask
 
 BENIGN_CLASS_ID = 1
@@ -64,7 +64,7 @@ def _proposal_fallback(proposal_malignant_probs: np.ndarray) -> float:
     return float(proposal_malignant_probs.max())
 
 
-class MalignantVeto(layers.Layer):
+class MalignantVeto(Float32Layer):
     """In-graph veto score per batch item.
 
     Inputs ``[detections [B, D, 6] (y1, x1, y2, x2, class_id, score), detection_probs

@@ -14,6 +14,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+# Values of Config.MIXED_PRECISION (Keras dtype policy names; None is float32).
+MIXED_PRECISION_POLICIES = (None, "mixed_bfloat16", "mixed_float16")
+
 logger = logging.getLogger(__name__)
 
 FEATURE_LAYOUTS = ("c4", "fpn")
@@ -140,6 +143,11 @@ class Config:
     # Workers of the input pipeline (threads building batches in parallel).
     DATA_WORKERS = 2
 
+    # Keras mixed-precision policy the layers compute in: None (float32), "mixed_bfloat16"
+    # (CPUs with AVX-512 BF16 or AMX, recent GPUs) or "mixed_float16" (GPUs, with loss
+    # scaling). Variables, box geometry and losses stay float32; see mrcnn/precision.py.
+    MIXED_PRECISION: str | None = None
+
     def __init__(self) -> None:
         self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
         self.MEAN_PIXEL = np.asarray(self.MEAN_PIXEL, dtype=np.float32).reshape(-1)
@@ -229,6 +237,9 @@ class Config:
             fail("MASK_SHAPE", f"the matterport head upsamples MASK_POOL_SIZE x2: needs "
                  f"({2 * self.MASK_POOL_SIZE}, {2 * self.MASK_POOL_SIZE}), got "
                  f"{tuple(self.MASK_SHAPE)}")
+        if self.MIXED_PRECISION not in MIXED_PRECISION_POLICIES:
+            fail("MIXED_PRECISION", f"must be one of {MIXED_PRECISION_POLICIES}, got "
+                 f"{self.MIXED_PRECISION!r}")
         if self.OPTIMIZER not in ("sgd", "adam"):
             fail("OPTIMIZER", f"must be 'sgd' or 'adam', got {self.OPTIMIZER!r}")
         unknown = set(self.LOSS_WEIGHTS) - set(Config.LOSS_WEIGHTS)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import tensorflow as tf
-from keras import layers
 
 from mrcnn.box_ops import tf_apply_box_deltas, tf_batched_nms, tf_clip_boxes
+from mrcnn.precision import Float32Layer
 
 
 def window_from_meta(image_meta: tf.Tensor) -> tf.Tensor:
@@ -69,7 +69,7 @@ def select_detections(boxes: tf.Tensor, class_ids: tf.Tensor, scores: tf.Tensor,
     return detections, keep
 
 
-class DetectionLayer(layers.Layer):
+class DetectionLayer(Float32Layer):
     """Matterport's inference order: classify the proposals, refine their boxes, filter, NMS.
 
     Inputs ``[rois [B,N,4], class_probs [B,N,C], bbox_deltas [B,N,K,4], image_meta]``.

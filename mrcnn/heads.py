@@ -20,6 +20,7 @@ import keras
 from keras import layers, ops
 
 from mrcnn.backbone import BatchNorm
+from mrcnn.precision import FLOAT32
 from mrcnn.roi_align import PyramidROIAlign, ROIAlign
 
 
@@ -66,14 +67,16 @@ def num_box_sets(config) -> int:
 def box_regressor(feature, num_rois: int, config, init) -> keras.KerasTensor:
     """FC from the ROI feature to 4 deltas per class (or one class-agnostic set)."""
     k = num_box_sets(config)
-    deltas = layers.Dense(4 * k, kernel_initializer=init, name="mrcnn_bbox_fc")(feature)
-    return layers.Reshape((num_rois, k, 4), name="mrcnn_bbox")(deltas)
+    deltas = layers.Dense(4 * k, kernel_initializer=init, name="mrcnn_bbox_fc",
+                          dtype=FLOAT32)(feature)
+    return layers.Reshape((num_rois, k, 4), name="mrcnn_bbox", dtype=FLOAT32)(deltas)
 
 
 def classifier(feature, config, init, name: str = "mrcnn_class_logits"):
     """FC from the ROI feature to class logits and softmax probabilities."""
-    logits = layers.Dense(config.NUM_CLASSES, kernel_initializer=init, name=name)(feature)
-    probs = layers.Activation("softmax", name="mrcnn_class", dtype="float32")(logits)
+    logits = layers.Dense(config.NUM_CLASSES, kernel_initializer=init, name=name,
+                          dtype=FLOAT32)(feature)
+    probs = layers.Activation("softmax", name="mrcnn_class", dtype=FLOAT32)(logits)
     return logits, probs
 
 
@@ -95,7 +98,7 @@ def paper_mask_head(roi_feature, num_rois: int, config) -> tuple:
     theta4 = layers.Conv2DTranspose(channels, 2, strides=2, activation="relu",
                                     kernel_initializer=init, name="mrcnn_mask_deconv2")(x)
     masks = layers.Conv2D(config.NUM_CLASSES, 1, activation="sigmoid", kernel_initializer=init,
-                          name="mrcnn_mask", dtype="float32")(theta4)
+                          name="mrcnn_mask", dtype=FLOAT32)(theta4)
     return unfold_rois(theta4, num_rois), unfold_rois(masks, num_rois)
 
 
@@ -128,7 +131,7 @@ def matterport_mask_head(roi_feature, num_rois: int, config) -> tuple:
     theta4 = layers.Conv2DTranspose(config.MASK_HEAD_CHANNELS, 2, strides=2, activation="relu",
                                     kernel_initializer=init, name="mrcnn_mask_deconv")(x)
     masks = layers.Conv2D(config.NUM_CLASSES, 1, activation="sigmoid", kernel_initializer=init,
-                          name="mrcnn_mask", dtype="float32")(theta4)
+                          name="mrcnn_mask", dtype=FLOAT32)(theta4)
     return unfold_rois(theta4, num_rois), unfold_rois(masks, num_rois)
 
 

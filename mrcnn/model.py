@@ -48,6 +48,7 @@ from mrcnn.checkpoint import (
 from mrcnn.data import DataGenerator, mold_inputs, unmold_mask
 from mrcnn.detection import DetectionLayer
 from mrcnn.heads import HeadOutputs, box_head, classifier, head_initializer, mask_head
+from mrcnn.precision import FLOAT32, precision_scope
 from mrcnn.rpn import ProposalLayer, build_rpn_model
 from mrcnn.targets import DetectionTargetLayer, valid_roi_mask
 from mrcnn.weights import load_legacy_h5
@@ -273,7 +274,7 @@ class MaskRCNN:
         self.epoch = 0
         self._resume_optimizer: OptimizerState | None = None
         self.set_log_dir()
-        with self.strategy.scope():
+        with self.strategy.scope(), precision_scope(config.MIXED_PRECISION):
             self.keras_model = self.build(mode, config)
         self._predict = None
 
@@ -343,7 +344,8 @@ class MaskRCNN:
         per_level = [rpn(p) for p in rpn_maps]
         if len(per_level) == 1:
             return per_level[0]
-        return [keras.layers.Concatenate(axis=1, name=name)([lvl[i] for lvl in per_level])
+        return [keras.layers.Concatenate(axis=1, name=name, dtype=FLOAT32)(
+                    [lvl[i] for lvl in per_level])
                 for i, name in enumerate(("rpn_class_logits", "rpn_class", "rpn_bbox"))]
 
     def build_classifier(self, class_feature, mask_feature, masks):

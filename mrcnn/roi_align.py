@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
 import tensorflow as tf
+
+from mrcnn.precision import Float32Layer
 
 # Level assignment of the FPN paper (eq. 1): a 224 x 224 box belongs to level 4.
 CANONICAL_SIZE = 224.0
@@ -144,7 +145,7 @@ def level_for_boxes(boxes: tf.Tensor, image_shape: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(level, MIN_LEVEL, MAX_LEVEL), tf.int32)
 
 
-class ROIAlign(keras.layers.Layer):
+class ROIAlign(Float32Layer):
     """ROIAlign on one feature map: call([boxes [B, N, 4], feature_map]) -> [B, N, ph, pw, C]."""
 
     def __init__(self, pool_shape: int | Sequence[int], sampling_ratio: int = 2, **kwargs):
@@ -167,7 +168,7 @@ class ROIAlign(keras.layers.Layer):
         return config
 
 
-class PyramidROIAlign(keras.layers.Layer):
+class PyramidROIAlign(Float32Layer):
     """ROIAlign over FPN levels P2..P5, each box on the level its size picks.
 
     call([boxes [B, N, 4], image_meta [B, META], p2, p3, p4, p5]) -> [B, N, ph, pw, C] in the

@@ -7,6 +7,7 @@ import tensorflow as tf
 from keras import layers
 
 from mrcnn.box_ops import tf_apply_box_deltas, tf_clip_boxes
+from mrcnn.precision import FLOAT32, Float32Layer
 
 
 def build_rpn_model(anchor_stride: int, anchors_per_location: int, depth: int,
@@ -24,18 +25,19 @@ def build_rpn_model(anchor_stride: int, anchors_per_location: int, depth: int,
                            kernel_initializer=kernel_initializer,
                            name="rpn_conv_shared")(feature_map)
     raw_scores = layers.Conv2D(2 * anchors_per_location, 1, padding="valid",
-                               kernel_initializer=kernel_initializer,
+                               kernel_initializer=kernel_initializer, dtype=FLOAT32,
                                name="rpn_class_raw")(shared)
-    class_logits = layers.Reshape((-1, 2), name="rpn_class_logits_flat")(raw_scores)
-    probs = layers.Activation("softmax", name="rpn_class_xxx")(class_logits)
+    class_logits = layers.Reshape((-1, 2), name="rpn_class_logits_flat",
+                                  dtype=FLOAT32)(raw_scores)
+    probs = layers.Activation("softmax", name="rpn_class_xxx", dtype=FLOAT32)(class_logits)
     raw_deltas = layers.Conv2D(4 * anchors_per_location, 1, padding="valid",
-                               kernel_initializer=kernel_initializer,
+                               kernel_initializer=kernel_initializer, dtype=FLOAT32,
                                name="rpn_bbox_pred")(shared)
-    deltas = layers.Reshape((-1, 4), name="rpn_bbox_flat")(raw_deltas)
+    deltas = layers.Reshape((-1, 4), name="rpn_bbox_flat", dtype=FLOAT32)(raw_deltas)
     return keras.Model(feature_map, [class_logits, probs, deltas], name="rpn_model")
 
 
-class ProposalLayer(layers.Layer):
+class ProposalLayer(Float32Layer):
     """Turns anchor scores and deltas into ``proposal_count`` normalised proposals per image.
 
     Keeps the ``pre_nms_limit`` best anchors, applies their deltas, clips to the image, and runs

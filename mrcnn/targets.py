@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from mrcnn import box_ops, roi_align
+from mrcnn.precision import Float32Layer
 
 # Faster R-CNN anchor labelling thresholds.
 RPN_POSITIVE_IOU = 0.7
@@ -230,7 +230,7 @@ def sample_rois(
     )
 
 
-class DetectionTargetLayer(keras.layers.Layer):
+class DetectionTargetLayer(Float32Layer):
     """Samples ROIs from the proposals and builds the head targets, image by image.
 
     Inputs: [proposals [B, N, 4], gt_class_ids [B, G], gt_boxes [B, G, 4], gt_masks
@@ -240,7 +240,6 @@ class DetectionTargetLayer(keras.layers.Layer):
     """
 
     def __init__(self, config: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.config = config
         self.supports_jit = False
