@@ -178,6 +178,7 @@ def worker_our_training(args: argparse.Namespace) -> dict[str, Any]:
             "phase": "training", "batch": args.batch, "build_s": build_s,
             "first_call_s": first_s, "step": common.summary(times),
             "loss_last": losses[-1], "losses_finite": bool(np.all(np.isfinite(losses))),
+            "mask_rois_per_step": config.TRAIN_ROIS_PER_IMAGE * config.BATCH_SIZE,
             "trainable_parameters": trainable, "peak_rss_mb": common.peak_rss_mb(),
             "devices": common.tensorflow_devices(), "precision": args.precision,
             **_versions()}
@@ -255,6 +256,52 @@ def torch_gflops(model, call) -> float:
     return 2 * total[0] / 1e9
 
 
+def proposals_around(boxes, count: int, size: int, generator):
+    """``count`` proposals [count, 4] (x1, y1, x2, y2) like a trained RPN's: half jittered
+    around the ground-truth ``boxes`` (centre shifts of 10 % and scale changes of 10 %, so most
+    overlap a box with IoU >= 0.5), half random boxes of the image (background)."""
+    import torch
+
+    near = count // 2
+    gt = boxes[torch.randint(len(boxes), (near,), generator=generator)]
+    centre = (gt[:, :2] + gt[:, 2:]) / 2
+    extent = gt[:, 2:] - gt[:, :2]
+    centre = centre + 0.1 * extent * torch.randn(near, 2, generator=generator)
+    extent = extent * torch.exp(0.1 * torch.randn(near, 2, generator=generator))
+    jittered = torch.cat([centre - extent / 2, centre + extent / 2], dim=1)
+    corner = torch.rand(count - near, 2, generator=generator) * size * 0.8
+    sides = 16 + torch.rand(count - near, 2, generator=generator) * size * 0.3
+    background = torch.cat([corner, corner + sides], dim=1)
+    return torch.cat([jittered, background]).clamp(0, size)
+
+
+def use_proposals_around_gt(model, targets: list[dict], size: int) -> None:
+    """Make the RPN hand the box head ``proposals_around`` each image's ground truth in
+    training (its own forward, losses included, still runs)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(SEED)
+    count = model.rpn.post_nms_top_n()
+    rpn_forward = model.rpn.forward
+
+    def forward(images, features, targets_=None):
+        boxes, losses = rpn_forward(images, features, targets_)
+        if model.training:
+            boxes = [proposals_around(t["boxes"].cpu(), count, size, generator).to(b.device)
+                     for t, b in zip(targets, boxes, strict=True)]
+        return boxes, losses
+
+    model.rpn.forward = forward
+
+
+def count_mask_rois(model) -> list[int]:
+    """A list that gets the number of ROIs the mask head sees at each call."""
+    counts: list[int] = []
+    model.roi_heads.mask_head.register_forward_hook(
+        lambda module, inputs, output: counts.append(int(inputs[0].shape[0])))
+    return counts
+
+
 def worker_torch(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     import torch
@@ -310,6 +357,10 @@ def worker_torch(args: argparse.Namespace) -> dict[str, Any]:
         targets.append({"boxes": boxes.to(device),
                         "labels": torch.from_numpy(inputs[f"class_ids_{i}"]).to(device),
                         "masks": masks.to(device)})
+    if args.torch_proposals == "around-gt":
+        use_proposals_around_gt(model, targets, args.size)
+        base["model"] = "torchvision (proposals around GT)"
+    mask_rois = count_mask_rois(model)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4)
@@ -330,6 +381,8 @@ def worker_torch(args: argparse.Namespace) -> dict[str, Any]:
     times = common.time_calls(step, args.runs, args.warmup)
     return {**base, "first_call_s": first_s, "step": common.summary(times),
             "loss_last": losses[-1], "losses_finite": bool(np.all(np.isfinite(losses))),
+            "mask_rois_per_step": float(np.median(mask_rois)),
+            "proposals": args.torch_proposals,
             "trainable_parameters": int(sum(p.numel() for p in params)),
             "peak_rss_mb": common.peak_rss_mb()}
 
@@ -363,6 +416,7 @@ def worker_command(python: str, args: argparse.Namespace, worker: str, **extra: 
     command += ["--precision", args.precision]
     if args.torch_frozen_bn:
         command.append("--torch-frozen-bn")
+    command += ["--torch-proposals", extra.pop("proposals", args.torch_proposals)]
     if args.torch_cuda:
         command.append("--torch-cuda")
     for item in args.set:
@@ -407,9 +461,13 @@ def plan(args: argparse.Namespace, torch_python: str | None) -> list[tuple[str, 
                              worker_command(ours, args, worker, preset=preset, model=model,
                                             batch=batch)))
         if torch_python:
-            jobs.append((f"torchvision {phase} b{batch}",
-                         worker_command(torch_python, args, "torch", phase=phase,
-                                        batch=batch)))
+            kinds = ["rpn"] if phase == "inference" or args.torch_proposals == "rpn" else (
+                ["around-gt"] if args.torch_proposals == "around-gt" else ["rpn", "around-gt"])
+            for kind in kinds:
+                suffix = "" if kind == "rpn" else " (proposals around GT)"
+                jobs.append((f"torchvision {phase} b{batch}{suffix}",
+                             worker_command(torch_python, args, "torch", phase=phase,
+                                            batch=batch, proposals=kind)))
     return jobs
 
 
@@ -440,14 +498,15 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         if r["phase"] == "training":
             rows.append([r["preset"], r["model"], r["batch"], latency(r, "step"),
                          r["step"]["min_s"], r["step"]["max_s"], r.get("first_call_s"),
+                         r.get("mask_rois_per_step"),
                          r.get("losses_finite"), r["peak_rss_mb"], r["busy_before"],
                          r.get("others_busy_cores"), r["load_before"]])
     if rows:
         lines += ["", f"## Training step ({args.precision}, median of {args.runs} steps)",
                   common.table(["preset", "model", "batch", "step s", "min s", "max s",
-                                "first step s", "finite loss", "peak RSS MiB", "busy before",
+                                "first step s", "mask ROIs/step", "finite loss",
+                                "peak RSS MiB", "busy before",
                                 "others during", "load"], rows)]
-    lines += ["", "## FT-MTL overhead over its Mask R-CNN twin"]
     rows = []
     for preset in args.presets:
         for phase, batch, key in [("inference", 1, "detect"), ("inference", 1, "graph"),
@@ -458,20 +517,25 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
                 overhead = 100.0 * (pair["ftmtl"] / pair["maskrcnn"] - 1.0)
                 rows.append([preset, f"{phase} b{batch} ({key})", pair["ftmtl"],
                              pair["maskrcnn"], f"{overhead:+.1f} %"])
-    lines.append(common.table(["preset", "measure", "ftmtl s", "maskrcnn s", "overhead"], rows))
-    theirs = {(r["phase"], r["batch"]): r for r in ok if r["framework"] == "torchvision"}
+    if rows:
+        lines += ["", "## FT-MTL overhead over its Mask R-CNN twin",
+                  common.table(["preset", "measure", "ftmtl s", "maskrcnn s", "overhead"],
+                               rows)]
+    theirs = [r for r in ok if r["framework"] == "torchvision"]
     if theirs:
         lines += ["", "## Ours / torchvision maskrcnn_resnet50_fpn (same run, same threads)"]
         rows = []
-        for r in ok:
-            if r["framework"] != "ours" or (r["phase"], r["batch"]) not in theirs:
-                continue
-            key = "detect" if r["phase"] == "inference" else "step"
-            mine, other = latency(r, key), latency(theirs[(r["phase"], r["batch"])], key)
-            rows.append([r["preset"], r["model"], f"{r['phase']} b{r['batch']}", mine, other,
-                         f"{mine / other:.2f}x"])
-        lines.append(common.table(["preset", "model", "measure", "ours s", "torchvision s",
-                                   "ours/theirs"], rows))
+        for other in theirs:
+            key = "detect" if other["phase"] == "inference" else "step"
+            for r in ok:
+                if r["framework"] != "ours" or (r["phase"], r["batch"]) != (
+                        other["phase"], other["batch"]):
+                    continue
+                mine, their = latency(r, key), latency(other, key)
+                rows.append([r["preset"], r["model"], f"{r['phase']} b{r['batch']}",
+                             other["model"], mine, their, f"{mine / their:.2f}x"])
+        lines.append(common.table(["preset", "model", "measure", "against", "ours s",
+                                   "torchvision s", "ours/theirs"], rows))
     failed = [r for r in results if "error" in r]
     if failed:
         lines += ["", "## Failed"] + [f"- {r['label']}: {r['error']}" for r in failed]
@@ -480,15 +544,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
 
 # ==================================================================================== main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    def ints(text: str) -> list[int]:
-        return [int(v) for v in text.split(",") if v]
-
-    def names(text: str) -> list[str]:
-        return [v for v in text.split(",") if v]
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", type=names, default=list(PRESETS))
-    parser.add_argument("--models", type=names, default=list(MODELS))
+    parser.add_argument("--presets", type=common.name_list, default=list(PRESETS))
+    parser.add_argument("--models", type=common.name_list, default=list(MODELS))
     parser.add_argument("--runs", type=int, default=5, help="timed runs (median reported)")
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed calls after the first (tracing) call")
@@ -507,7 +565,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "network drifts or diverges within a few steps at the paper's 0.005, "
                         "which changes the proposals and the ROI counts); the optimizer's "
                         "arithmetic runs all the same")
-    parser.add_argument("--train-batches", type=ints, default=[1, 2])
+    parser.add_argument("--train-batches", type=common.int_list, default=[1, 2])
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="compute type of both sides: ours through Config.MIXED_PRECISION "
                         "(mixed_bfloat16 / mixed_float16), torchvision through torch.autocast")
@@ -516,11 +574,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--torch-num-classes", type=int, default=3,
                         help="torchvision classes incl. background (ours: 3)")
+    parser.add_argument("--torch-proposals", choices=("rpn", "around-gt", "both"),
+                        default="both",
+                        help="torchvision training: its own RPN's proposals (untrained: few "
+                        "overlap a mass, so its mask head, which runs on positives only, idles), "
+                        "proposals drawn around the ground truth as a trained RPN gives (the "
+                        "mask head gets its full share of positives), or both")
     parser.add_argument("--torch-frozen-bn", action="store_true",
                         help="FrozenBatchNorm2d in torchvision's backbone, like our "
                         "TRAIN_BN=False (torchvision's default without weights: trainable BN)")
     parser.add_argument("--torch-cuda", action="store_true", help="torchvision on CUDA")
-    parser.add_argument("--dicom-shape", type=ints, default=[1664, 1280],
+    parser.add_argument("--dicom-shape", type=common.int_list, default=[1664, 1280],
                         help="rows,cols of the synthetic DICOMs")
     parser.add_argument("--max-busy", type=float, default=None,
                         help="wait before each measurement until at most this many cores are "

@@ -256,22 +256,19 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    def ints(text: str) -> list[int]:
-        return [int(v) for v in text.split(",") if v]
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", type=lambda t: [v for v in t.split(",") if v],
+    parser.add_argument("--presets", type=common.name_list,
                         default=["paper", "fpn"])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--workers", type=ints, default=[1, 2, 4])
+    parser.add_argument("--workers", type=common.int_list, default=[1, 2, 4])
     parser.add_argument("--processes", action="store_true",
                         help="also measure use_multiprocessing=True")
     parser.add_argument("--steps", type=int, default=12, help="batches per throughput point")
     parser.add_argument("--profile-batches", type=int, default=4)
     parser.add_argument("--patients", type=int, default=4,
                         help="synthetic patients (4 images each)")
-    parser.add_argument("--dicom-shape", type=ints, default=[3328, 2560],
+    parser.add_argument("--dicom-shape", type=common.int_list, default=[3328, 2560],
                         help="rows,cols of the synthetic DICOMs (INbreast: 3328x2560)")
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(),
                                                            "ftmtl_bench_inbreast"))

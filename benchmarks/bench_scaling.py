@@ -11,7 +11,7 @@ head applied twice in FT-MTL-Net's inference) and data-dependent ROI counts are 
 happen. FLOPs = 2 x MACs. Not counted: ROIAlign, NMS, batch norm, activations, element-wise ops
 (a few percent at most). ``--profiler`` adds tf.compat.v1.profiler's count on the traced graph
 as a cross-check. The achieved GFLOP/s (FLOPs / graph latency) is compared with a peak measured
-on the same machine with the same threads: a large float32 ``tf.matmul``.
+on the same machine with the same threads: a large float32 ``tf.matmul`` (and bfloat16's).
 
     .venv/bin/python benchmarks/bench_scaling.py --profiler --json /tmp/bench_scaling.json
 """
@@ -120,22 +120,29 @@ def profiler_flops(model, batch: dict) -> float | None:
 
 # ---------------------------------------------------------------------------- workers
 def worker_matmul(args: argparse.Namespace) -> dict[str, Any]:
-    """Float32 matmul GFLOP/s with the benchmark's threads: the machine's practical peak."""
+    """Matmul GFLOP/s with the benchmark's threads: the machine's practical peak, in float32
+    and (what ``MIXED_PRECISION="mixed_bfloat16"`` computes in) bfloat16."""
     common.configure_tensorflow(args.threads)
     import tensorflow as tf
 
     n = args.matmul_n
-    a = tf.random.normal((n, n), seed=1)
-    b = tf.random.normal((n, n), seed=2)
-    matmul = tf.function(lambda x, y: tf.matmul(x, y))
-    meter = common.OthersMeter().start()
-    times = common.time_calls(lambda: matmul(a, b).numpy(), max(args.runs, 5), 2)
-    others = meter.stop()
     flops = 2.0 * n ** 3
-    stats = common.summary(times)
-    return {"n": n, **stats, "gflops_best": flops / stats["min_s"] / 1e9,
-            "gflops_median": flops / stats["median_s"] / 1e9,
-            "others_busy_cores": others, "peak_rss_mb": common.peak_rss_mb()}
+    matmul = tf.function(lambda x, y: tf.matmul(x, y))
+
+    def peak(dtype) -> dict[str, Any]:
+        a = tf.cast(tf.random.normal((n, n), seed=1), dtype)
+        b = tf.cast(tf.random.normal((n, n), seed=2), dtype)
+        stats = common.summary(
+            common.time_calls(lambda: matmul(a, b).numpy(), max(args.runs, 5), 2))
+        return {**stats, "gflops_best": flops / stats["min_s"] / 1e9,
+                "gflops_median": flops / stats["median_s"] / 1e9}
+
+    meter = common.OthersMeter().start()
+    stats = peak(tf.float32)
+    bfloat16 = peak(tf.bfloat16)
+    others = meter.stop()
+    return {"n": n, **stats, "bfloat16": bfloat16, "others_busy_cores": others,
+            "peak_rss_mb": common.peak_rss_mb()}
 
 
 def grid(preset_default: int, sizes: list[int], proposals: list[int]) -> list[tuple[int, int]]:
@@ -218,6 +225,9 @@ def report(matmul: dict[str, Any], presets: list[dict[str, Any]]) -> str:
              f"{peak:.1f} GFLOP/s best, {matmul.get('gflops_median', 0):.1f} median "
              f"(others busy: {matmul.get('others_busy_cores')} cores)"
              if peak else f"Matmul peak: failed ({matmul.get('error')})", ""]
+    if "bfloat16" in matmul:
+        lines[-1:-1] = [f"Matmul peak in bfloat16: {matmul['bfloat16']['gflops_best']:.1f} "
+                        f"GFLOP/s best, {matmul['bfloat16']['gflops_median']:.1f} median"]
     for entry in presets:
         if "error" in entry:
             lines += [f"{entry.get('label')}: FAILED {entry['error']}", ""]
@@ -248,15 +258,12 @@ def report(matmul: dict[str, Any], presets: list[dict[str, Any]]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    def ints(text: str) -> list[int]:
-        return [int(v) for v in text.split(",") if v]
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", type=lambda t: [v for v in t.split(",") if v],
+    parser.add_argument("--presets", type=common.name_list,
                         default=["paper", "fpn"])
     parser.add_argument("--model", default="ftmtl", choices=("ftmtl", "maskrcnn"))
-    parser.add_argument("--sizes", type=ints, default=list(SIZES))
-    parser.add_argument("--proposals", type=ints, default=list(PROPOSALS))
+    parser.add_argument("--sizes", type=common.int_list, default=list(SIZES))
+    parser.add_argument("--proposals", type=common.int_list, default=list(PROPOSALS))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count())

@@ -225,3 +225,14 @@ def write_json(path: str | os.PathLike | None, payload: dict[str, Any]) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------- arguments
+def int_list(text: str) -> list[int]:
+    """``"1,2,4"`` -> [1, 2, 4] (an argparse type)."""
+    return [int(v) for v in text.split(",") if v]
+
+
+def name_list(text: str) -> list[str]:
+    """``"paper,fpn"`` -> ["paper", "fpn"] (an argparse type)."""
+    return [v for v in text.split(",") if v]

@@ -27,9 +27,9 @@ any ``mrcnn_.*`` pattern, so training schedules need no special case. The transf
 Memory at inference. The mask head runs on every refined proposal (POST_NMS_ROIS_INFERENCE of
 them), not only on the final detections: theta4 costs 28 x 28 x MASK_HEAD_CHANNELS floats per
 ROI (0.8 MB at 256 channels) and the transfer holds a second tensor of that size, so about
-0.5 GB per image at 300 proposals (the paper preset) and 1.6 GB per image at 1000 (the FPN
-preset); set IMAGES_PER_GPU of the inference config accordingly. Only the selected detections'
-masks leave the graph.
+0.5 GB per image at 300 proposals (the paper preset) and 1.6 GB per image at 1000
+(Matterport's FPN default; the fpn preset keeps 100); set IMAGES_PER_GPU of the inference
+config accordingly. Only the selected detections' masks leave the graph.
 
 Layer sharing at inference. The class feature of a refined box comes from the same box head that
 predicted the refinement, applied a second time. To share its weights the inference graph wraps
@@ -283,24 +283,20 @@ class FTMTLNet(MaskRCNN):
         probabilities of each returned detection) and ``case_score`` (the malignant veto)."""
         if self.mode != "inference":
             raise ValueError("FTMTLNet.detect needs a model created in 'inference' mode")
-        results = []
-        step = self.config.BATCH_SIZE
-        for start in range(0, len(images), step):
-            chunk = images[start:start + step]
-            outputs, molded, _, windows = self.forward(chunk)
-            for i, image in enumerate(chunk):
-                detections = outputs["detections"][i]
-                result = self.unmold_detections(detections, outputs["mrcnn_mask"][i],
-                                                image.shape, molded.shape[1:3], windows[i])
-                rows = returned_rows(detections, image.shape, molded.shape[1:3], windows[i])
-                if rows.size != len(result["class_ids"]):
-                    raise RuntimeError("FTMTLNet.detect: MaskRCNN.unmold_detections kept "
-                                       f"{len(result['class_ids'])} detections, expected "
-                                       f"{rows.size}; update ftmtl.model.returned_rows")
-                result["class_probs"] = outputs["detection_probs"][i][rows].astype(np.float32)
-                result["case_score"] = float(outputs["case_score"][i])
-                results.append(result)
-        return results
+        return super().detect(images, verbose)
+
+    def image_result(self, outputs: dict[str, np.ndarray], index: int, image_shape,
+                     molded_shape, window) -> dict[str, np.ndarray]:
+        detections = outputs["detections"][index]
+        result = super().image_result(outputs, index, image_shape, molded_shape, window)
+        rows = returned_rows(detections, image_shape, molded_shape, window)
+        if rows.size != len(result["class_ids"]):
+            raise RuntimeError("FTMTLNet.detect: MaskRCNN.unmold_detections kept "
+                               f"{len(result['class_ids'])} detections, expected {rows.size}; "
+                               "update ftmtl.model.returned_rows")
+        result["class_probs"] = outputs["detection_probs"][index][rows].astype(np.float32)
+        result["case_score"] = float(outputs["case_score"][index])
+        return result
 
 
 def returned_rows(detections: np.ndarray, image_shape, molded_shape, window) -> np.ndarray:

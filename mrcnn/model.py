@@ -576,12 +576,16 @@ class MaskRCNN:
         step = self.config.BATCH_SIZE
         for start in range(0, len(images), step):
             chunk = images[start:start + step]
-            outputs, molded, metas, windows = self.forward(chunk)
-            for i, image in enumerate(chunk):
-                results.append(self.unmold_detections(
-                    outputs["detections"][i], outputs["mrcnn_mask"][i], image.shape,
-                    molded.shape[1:3], windows[i]))
+            outputs, molded, _, windows = self.forward(chunk)
+            results += [self.image_result(outputs, i, image.shape, molded.shape[1:3], windows[i])
+                        for i, image in enumerate(chunk)]
         return results
+
+    def image_result(self, outputs: dict[str, np.ndarray], index: int, image_shape,
+                     molded_shape, window) -> dict[str, np.ndarray]:
+        """``detect``'s dict for image ``index`` of a forward pass (sub-classes add fields)."""
+        return self.unmold_detections(outputs["detections"][index], outputs["mrcnn_mask"][index],
+                                      image_shape, molded_shape, window)
 
     def forward(self, images: list[np.ndarray]):
         """Mold images and run the inference graph: (outputs, molded, metas, windows)."""

@@ -4,18 +4,12 @@ import logging
 
 import numpy as np
 import pytest
+from tiny_config import TinyConfig
 
-from mrcnn.config import Config, ConfigError
+from mrcnn.config import ConfigError
 
 
-class Tiny(Config):
-    NAME = "tiny"
-    NUM_CLASSES = 3
-    BACKBONE = "tiny"
-    FEATURE_LAYOUT = "c4"
-    HEAD_LAYOUT = "paper"
-    IMAGE_MIN_DIM = 64
-    IMAGE_MAX_DIM = 64
+class Tiny(TinyConfig):
     RPN_ANCHOR_SCALES = (8, 16)
 
 

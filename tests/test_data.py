@@ -4,9 +4,9 @@ import logging
 
 import numpy as np
 import pytest
+from tiny_config import TinyConfig
 
 from mrcnn.box_ops import extract_bboxes
-from mrcnn.config import Config
 from mrcnn.data import (
     DataGenerator,
     compose_image_meta,
@@ -20,22 +20,6 @@ from mrcnn.data import (
     unmold_mask,
 )
 from mrcnn.dataset import Dataset
-
-
-class Tiny(Config):
-    NAME = "tiny"
-    NUM_CLASSES = 3
-    BACKBONE = "tiny"
-    FEATURE_LAYOUT = "c4"
-    HEAD_LAYOUT = "paper"
-    IMAGE_MIN_DIM = 64
-    IMAGE_MAX_DIM = 64
-    RPN_ANCHOR_SCALES = (8, 16, 32)
-    RPN_TRAIN_ANCHORS_PER_IMAGE = 32
-    MAX_GT_INSTANCES = 3
-    MINI_MASK_SHAPE = (28, 28)
-    IMAGES_PER_GPU = 2
-    DATA_WORKERS = 1
 
 
 class Rects(Dataset):
@@ -126,7 +110,7 @@ def test_image_meta_round_trip():
 def test_load_image_gt_drops_empty_masks_with_warning(caplog):
     ds = Rects([((64, 64), [(1, 5, 5, 20, 20), (2, 10, 10, 10, 30)])])
     with caplog.at_level(logging.WARNING):
-        image, meta, class_ids, bbox, mask = load_image_gt(ds, Tiny(), 0)
+        image, meta, class_ids, bbox, mask = load_image_gt(ds, TinyConfig(), 0)
     assert class_ids.tolist() == [1]
     assert "zero-area" in caplog.text and "r:0" in caplog.text
     assert bbox.tolist() == [[5, 5, 20, 20]]
@@ -135,12 +119,12 @@ def test_load_image_gt_drops_empty_masks_with_warning(caplog):
 
 def test_load_image_gt_keeps_images_without_instances():
     ds = Rects([((64, 64), [])])
-    image, meta, class_ids, bbox, mask = load_image_gt(ds, Tiny(), 0)
+    image, meta, class_ids, bbox, mask = load_image_gt(ds, TinyConfig(), 0)
     assert image.shape == (64, 64, 3) and class_ids.size == 0 and bbox.shape == (0, 4)
 
 
 def test_generator_batches_and_targets():
-    cfg = Tiny()
+    cfg = TinyConfig()
     ds = Rects([((64, 64), [(1, 5, 5, 30, 30)]), ((64, 64), []),
                 ((40, 64), [(2, 0, 0, 16, 16), (1, 20, 20, 40, 40)])])
     gen = DataGenerator(ds, cfg, steps=2, seed=3, workers=1)
@@ -161,7 +145,7 @@ def test_generator_batches_and_targets():
 
 
 def test_mold_inputs_gray_to_rgb():
-    cfg = Tiny()
+    cfg = TinyConfig()
     molded, metas, windows = mold_inputs([np.full((32, 64), 100, np.uint8)], cfg)
     assert molded.shape == (1, 64, 64, 3)
     assert windows[0].tolist() == [16, 0, 48, 64]
@@ -174,4 +158,4 @@ def test_mold_inputs_refuses_nan_images():
     image = np.zeros((32, 32, 3), np.float32)
     image[3, 4, 1] = np.nan
     with pytest.raises(NonFiniteImageError, match="detect input #1"):
-        mold_inputs([np.zeros((32, 32, 3), np.float32), image], Tiny())
+        mold_inputs([np.zeros((32, 32, 3), np.float32), image], TinyConfig())

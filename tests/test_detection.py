@@ -3,20 +3,14 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_config import TinyConfig
 
-from mrcnn.config import Config
 from mrcnn.data import compose_image_meta
 from mrcnn.detection import DetectionLayer, classify, refine_boxes
 
 
-class Cfg(Config):
+class Cfg(TinyConfig):
     NAME = "det"
-    NUM_CLASSES = 3
-    BACKBONE = "tiny"
-    FEATURE_LAYOUT = "c4"
-    HEAD_LAYOUT = "paper"
-    IMAGE_MIN_DIM = 64
-    IMAGE_MAX_DIM = 64
     DETECTION_MAX_INSTANCES = 4
     DETECTION_MIN_CONFIDENCE = 0.5
     DETECTION_NMS_THRESHOLD = 0.3

@@ -11,9 +11,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_config import TinyConfig
 
 from mrcnn.box_ops import extract_bboxes
-from mrcnn.config import Config
 from mrcnn.data import (
     DataGenerator,
     NonFiniteImageError,
@@ -24,22 +24,6 @@ from mrcnn.dataset import Dataset
 from mrcnn.model import MaskRCNN, NonFiniteLossError
 from mrcnn.weights import load_legacy_h5
 from samples.shapes.shapes import ShapesConfig, ShapesDataset
-
-
-class Tiny(Config):
-    NAME = "tiny"
-    NUM_CLASSES = 3
-    BACKBONE = "tiny"
-    FEATURE_LAYOUT = "c4"
-    HEAD_LAYOUT = "paper"
-    IMAGE_MIN_DIM = 64
-    IMAGE_MAX_DIM = 64
-    RPN_ANCHOR_SCALES = (8, 16, 32)
-    RPN_TRAIN_ANCHORS_PER_IMAGE = 32
-    MAX_GT_INSTANCES = 3
-    MINI_MASK_SHAPE = (28, 28)
-    IMAGES_PER_GPU = 2
-    DATA_WORKERS = 1
 
 
 class Painted(Dataset):
@@ -80,8 +64,8 @@ def test_load_image_gt_refuses_a_non_finite_image_by_name(value):
     ds = Painted(3, poison={1: value})
     with pytest.raises(NonFiniteImageError, match=r"painted/1\.png: image loaded with 1 "
                                                   r"non-finite pixel value\(s\) \(NaN or inf\)"):
-        load_image_gt(ds, Tiny(), 1)
-    image, *_ = load_image_gt(ds, Tiny(), 0)
+        load_image_gt(ds, TinyConfig(), 1)
+    image, *_ = load_image_gt(ds, TinyConfig(), 0)
     assert np.isfinite(image).all()
 
 
@@ -92,13 +76,13 @@ def test_an_augmentation_that_makes_nan_is_caught():
         return image, masks
 
     with pytest.raises(NonFiniteImageError, match=r"painted/0\.png: image augmented with 1"):
-        load_image_gt(Painted(1), Tiny(), 0, augmentation=spoil,
+        load_image_gt(Painted(1), TinyConfig(), 0, augmentation=spoil,
                       rng=np.random.default_rng(0))
 
 
 def test_batches_skip_non_finite_images_with_a_warning(caplog):
     ds = Painted(6, poison={2: np.nan, 4: np.inf})
-    gen = DataGenerator(ds, Tiny(), steps=6, seed=1, workers=1)
+    gen = DataGenerator(ds, TinyConfig(), steps=6, seed=1, workers=1)
     seen = []
     with caplog.at_level(logging.WARNING, logger="mrcnn.data"):
         for index in range(len(gen)):
@@ -116,7 +100,7 @@ def test_batches_skip_non_finite_images_with_a_warning(caplog):
 
 def test_a_dataset_of_only_non_finite_images_is_refused():
     ds = Painted(2, poison={0: np.nan, 1: np.nan})
-    gen = DataGenerator(ds, Tiny(), steps=1, workers=1)
+    gen = DataGenerator(ds, TinyConfig(), steps=1, workers=1)
     with pytest.raises(NonFiniteImageError, match="the 2 image.s. tried all hold non-finite"):
         gen[0]
 
@@ -127,10 +111,10 @@ def test_class_ids_outside_the_classes_are_refused_by_name():
     ds = Painted(1, masks={0: (mask, np.array([1, 3], np.int32))})
     with pytest.raises(ValueError, match=r"painted/0\.png: instance class id\(s\) \[3\] outside "
                                          r"1\.\.2"):
-        load_image_gt(ds, Tiny(), 0)
+        load_image_gt(ds, TinyConfig(), 0)
     ds = Painted(1, masks={0: (mask, np.array([0, 2], np.int32))})
     with pytest.raises(ValueError, match=r"class id\(s\) \[0\]"):
-        load_image_gt(ds, Tiny(), 0)
+        load_image_gt(ds, TinyConfig(), 0)
 
 
 # ------------------------------------------------------------------------ degenerate masks
@@ -164,7 +148,7 @@ def degenerate_masks(side: int) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("mini_mask", [True, False])
 def test_degenerate_masks_are_kept_with_a_mask_or_dropped_with_a_warning(side, mini_mask,
                                                                           caplog):
-    config = Tiny()
+    config = TinyConfig()
     config.USE_MINI_MASK = mini_mask
     cases = degenerate_masks(side)
     square = np.zeros((side, side), bool)
@@ -192,7 +176,7 @@ def test_scattered_pixels_that_vanish_at_the_mini_mask_size_are_dropped(caplog):
     corners = degenerate_masks(64)["opposite corners"]
     ds = Painted(1, masks={0: (corners[..., None], np.array([2], np.int32))})
     with caplog.at_level(logging.WARNING, logger="mrcnn.data"):
-        _, _, class_ids, boxes, masks = load_image_gt(ds, Tiny(), 0)
+        _, _, class_ids, boxes, masks = load_image_gt(ds, TinyConfig(), 0)
     assert class_ids.size == 0 and boxes.shape == (0, 4) and masks.shape == (28, 28, 0)
     assert "painted/0.png: dropped 1 degenerate mask(s) that vanish at MINI_MASK_SHAPE" in (
         caplog.text)

@@ -93,8 +93,9 @@ def test_bfloat16_losses_are_close_to_float32_with_the_same_weights(batch):
     low = mixed.keras_model.compute_losses(batch, mixed.keras_model(batch))
     for name, value in ref.items():
         assert low[name].dtype == "float32"
-        # bfloat16 keeps 8 significant bits: a few per cent through a deep network.
-        assert float(low[name]) == pytest.approx(float(value), rel=0.1, abs=0.02), name
+        # bfloat16 keeps 8 significant bits, but the losses see float32 logits, deltas and
+        # masks (measured: within 1e-4 relative here).
+        assert float(low[name]) == pytest.approx(float(value), rel=0.01, abs=1e-3), name
 
 
 def test_a_bfloat16_training_step_is_finite_and_moves_the_weights(batch):
