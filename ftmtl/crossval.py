@@ -9,7 +9,7 @@ paper's schedule and the same budget, evaluates it on the fold's test images and
     out_dir/fold_<k>/<model>/predictions.json  every test case without masks
     out_dir/fold_<k>/<model>/history.json    training losses per stage
     out_dir/fold_<k>/<model>/examples.npz    a few test cases for the example figure
-    out_dir/fold_<k>/<model>/logs/           checkpoints (one per epoch) and TensorBoard logs
+    out_dir/fold_<k>/<model>/logs/           the last checkpoint, TensorBoard logs
 
 then ``aggregate`` writes ``results.json``, ``results.md`` and ``plots/*.png``.
 
@@ -66,6 +66,8 @@ RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 PLOTS_DIR = "plots"
 N_EXAMPLES = 4
+# Checkpoints kept per fold and model unless config_overrides sets KEEP_CHECKPOINTS.
+CROSSVAL_KEEP_CHECKPOINTS = 1
 IMAGENET = "imagenet"
 
 
@@ -332,7 +334,9 @@ def run_crossval(
                          f"got {models}")
     if int(schedule_epochs) < 1:
         raise ValueError(f"run_crossval: schedule_epochs must be >= 1, got {schedule_epochs}")
-    overrides = dict(config_overrides or {})
+    # Only the last checkpoint of a fold is ever used (evaluation, resuming); every epoch's of
+    # 2 models x k folds x 30 epochs would fill a disk. KEEP_CHECKPOINTS overrides it.
+    overrides = {"KEEP_CHECKPOINTS": CROSSVAL_KEEP_CHECKPOINTS, **(config_overrides or {})}
     if steps_per_epoch is not None:
         overrides["STEPS_PER_EPOCH"] = int(steps_per_epoch)
     configs = {m: make_config(preset, m, **overrides) for m in models}

@@ -259,13 +259,29 @@ def checkpoint_epoch(path: str | os.PathLike) -> int | None:
 def last_checkpoint_in(run_dir: str | os.PathLike) -> Path | None:
     """The highest-epoch checkpoint file in one run folder, or None. Only final names count:
     an interrupted write leaves a temporary name, which never matches."""
+    checkpoints = checkpoints_in(run_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def checkpoints_in(run_dir: str | os.PathLike) -> list[Path]:
+    """The complete checkpoint files of one run folder, oldest epoch first (none when the
+    folder does not exist)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        return None
-    checkpoints = sorted((p for p in run_dir.iterdir()
-                          if p.is_file() and checkpoint_epoch(p) is not None),
-                         key=lambda p: (checkpoint_epoch(p), p.name))
-    return checkpoints[-1] if checkpoints else None
+        return []
+    return sorted((p for p in run_dir.iterdir() if p.is_file() and checkpoint_epoch(p) is not None),
+                  key=lambda p: (checkpoint_epoch(p), p.name))
+
+
+def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` highest-epoch complete checkpoints of one run folder (the
+    newest, which resuming and evaluation use, always stays); returns the deleted paths."""
+    if keep < 1:
+        raise ValueError(f"prune_checkpoints: keep must be at least 1, got {keep}")
+    removed = checkpoints_in(run_dir)[:-keep]
+    for path in removed:
+        path.unlink()
+    return removed
 
 
 def find_last_checkpoint(model_dir: str | os.PathLike, name: str) -> Path:

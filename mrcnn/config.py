@@ -135,6 +135,8 @@ class Config:
     # Train BatchNorm layers? Off by default: batches are small, so frozen statistics are better.
     TRAIN_BN: bool | None = False
     GRADIENT_CLIP_NORM = 5.0
+    # Checkpoints kept in a run folder: the newest N (None: every epoch's, as Matterport).
+    KEEP_CHECKPOINTS: int | None = None
 
     # Standard deviation of the normal initialiser of non-backbone layers; None keeps Keras'
     # defaults (Glorot uniform). The paper uses 0.05.
@@ -237,6 +239,10 @@ class Config:
             fail("MASK_SHAPE", f"the matterport head upsamples MASK_POOL_SIZE x2: needs "
                  f"({2 * self.MASK_POOL_SIZE}, {2 * self.MASK_POOL_SIZE}), got "
                  f"{tuple(self.MASK_SHAPE)}")
+        keep = self.KEEP_CHECKPOINTS
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+            fail("KEEP_CHECKPOINTS", f"must be None or an integer >= 1, got "
+                 f"{self.KEEP_CHECKPOINTS!r}")
         if self.MIXED_PRECISION not in MIXED_PRECISION_POLICIES:
             fail("MIXED_PRECISION", f"must be one of {MIXED_PRECISION_POLICIES}, got "
                  f"{self.MIXED_PRECISION!r}")

@@ -39,6 +39,7 @@ from mrcnn.checkpoint import (
     last_checkpoint_in,
     new_log_dir,
     optimizer_state_mismatch,
+    prune_checkpoints,
     read_optimizer_state,
     remove_stale_temp_files,
     restore_optimizer_state,
@@ -235,7 +236,7 @@ class CheckpointCallback(keras.callbacks.Callback):
     """Writes ``mask_rcnn_<name>_<epoch>.h5`` after every epoch, atomically, with the
     optimizer's state tagged with the epoch and the epochs of this ``train`` call (resuming
     mid-call restores it; see ``MaskRCNN.train``). An epoch whose mean loss is not finite is
-    not saved."""
+    not saved. With ``KEEP_CHECKPOINTS`` set, older checkpoints of the run are then deleted."""
 
     def __init__(self, owner: MaskRCNN) -> None:
         super().__init__()
@@ -257,6 +258,10 @@ class CheckpointCallback(keras.callbacks.Callback):
                         optimizer_attrs={"epoch": epoch + 1,
                                          "train_epochs": int(self.params.get("epochs", 0))})
         logger.info("saved %s", path)
+        keep = self.owner.config.KEEP_CHECKPOINTS
+        if keep:
+            for old in prune_checkpoints(self.owner.log_dir, keep):
+                logger.info("removed %s (KEEP_CHECKPOINTS=%d)", old, keep)
 
 
 # ----------------------------------------------------------------------------------- model

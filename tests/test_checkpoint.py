@@ -85,3 +85,18 @@ def test_find_last_does_not_mix_configurations_with_a_common_prefix(tmp_path):
     (mine / "mask_rcnn_paper_0001.h5").write_bytes(b"")
     (other / "mask_rcnn_paper_cpu_0003.h5").write_bytes(b"")
     assert checkpoint.find_last_checkpoint(tmp_path, "paper") == mine / "mask_rcnn_paper_0001.h5"
+
+
+def test_prune_keeps_the_newest_complete_checkpoints(tmp_path):
+    names = ["mask_rcnn_x_0001.h5", "mask_rcnn_x_0002.h5", "mask_rcnn_x_0010.h5",
+             "mask_rcnn_x_0003.h5", ".mask_rcnn_x_0011.h5.abc.tmp", "events.out", "notes.h5"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    removed = checkpoint.prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in removed) == ["mask_rcnn_x_0001.h5", "mask_rcnn_x_0002.h5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".mask_rcnn_x_0011.h5.abc.tmp", "events.out", "mask_rcnn_x_0003.h5",
+         "mask_rcnn_x_0010.h5", "notes.h5"])
+    assert checkpoint.prune_checkpoints(tmp_path, keep=5) == []
+    with pytest.raises(ValueError, match="keep"):
+        checkpoint.prune_checkpoints(tmp_path, keep=0)

@@ -140,6 +140,9 @@ def test_every_output_exists(finished_run):
             EvaluationResult.from_dict(saved["evaluation"])
             history = json.loads((run_dir / "history.json").read_text())
             assert list(history) == ["rpn", "heads", "all"]
+            # Three one-epoch stages; crossval keeps the last checkpoint only.
+            checkpoints = [p.name for p in (run_dir / "logs").rglob("mask_rcnn_*.h5")]
+            assert len(checkpoints) == 1 and checkpoints[0].endswith("_0003.h5"), checkpoints
     summary = json.loads((out / "results.json").read_text())
     assert summary["models"] == list(MODELS) and summary["folds_done"]["ftmtl"] == [0, 1]
     text = (out / "results.md").read_text()

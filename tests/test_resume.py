@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from mrcnn import checkpoint
+from mrcnn.config import ConfigError
 from mrcnn.model import MaskRCNN
 from mrcnn.weights import load_legacy_h5
 from samples.shapes.shapes import ShapesConfig, ShapesDataset
@@ -275,3 +276,22 @@ def test_only_final_names_are_checkpoints(tmp_path):
     assert checkpoint.find_last_checkpoint(tmp_path, "shapes") == run / "mask_rcnn_shapes_0001.h5"
     assert [p.name for p in checkpoint.remove_stale_temp_files(run)] == [
         ".mask_rcnn_shapes_0003.h5.k2j_4x.tmp"]
+
+
+def test_keep_checkpoints_leaves_the_newest_and_resumes_from_it(tmp_path):
+    class KeepTwo(ResumeConfig):
+        NAME = "keeptwo"
+        KEEP_CHECKPOINTS = 2
+
+    model = MaskRCNN("training", KeepTwo(), tmp_path)
+    model.train(shapes(2, seed=3), None, learning_rate=0.001, epochs=3, layers="heads",
+                verbose=0)
+    names = sorted(p.name for p in Path(model.log_dir).glob("mask_rcnn_*.h5"))
+    assert names == ["mask_rcnn_keeptwo_0002.h5", "mask_rcnn_keeptwo_0003.h5"]
+    assert Path(model.find_last()).name == "mask_rcnn_keeptwo_0003.h5"
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])
+def test_keep_checkpoints_must_be_a_positive_integer(value):
+    with pytest.raises(ConfigError, match="KEEP_CHECKPOINTS"):
+        type("Bad", (ResumeConfig,), {"KEEP_CHECKPOINTS": value})()
