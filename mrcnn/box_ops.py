@@ -23,19 +23,21 @@ def _areas(boxes: np.ndarray) -> np.ndarray:
     return heights * widths
 
 
-def _as_box_array(boxes: np.ndarray | Sequence, name: str) -> np.ndarray:
-    array = np.asarray(boxes, dtype=np.float64)
+def as_box_array(boxes: np.ndarray | Sequence, name: str, dtype=np.float64) -> np.ndarray:
+    """``boxes`` as an [N, 4] array of ``dtype`` (empty input -> [0, 4]); a ValueError naming
+    ``name`` otherwise."""
+    array = np.asarray(boxes, dtype=dtype)
     if array.size == 0:
         array = array.reshape(0, 4)
     if array.ndim != 2 or array.shape[1] != 4:
-        raise ValueError(f"box_ops: {name} must have shape [N, 4], got {array.shape}")
+        raise ValueError(f"{name} must have shape [N, 4], got {array.shape}")
     return array
 
 
 def compute_overlaps(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """IoU matrix [N1, N2]; pairs whose union is empty (zero-area boxes) get 0, never NaN."""
-    boxes1 = _as_box_array(boxes1, "boxes1")
-    boxes2 = _as_box_array(boxes2, "boxes2")
+    boxes1 = as_box_array(boxes1, "box_ops: boxes1")
+    boxes2 = as_box_array(boxes2, "box_ops: boxes2")
     top = np.maximum(boxes1[:, None, 0], boxes2[None, :, 0])
     left = np.maximum(boxes1[:, None, 1], boxes2[None, :, 1])
     bottom = np.minimum(boxes1[:, None, 2], boxes2[None, :, 2])
@@ -74,8 +76,8 @@ def _centres_sizes(boxes: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def box_refinement(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
     """Deltas (dy, dx, log dh, log dw) [N, 4] that move each box onto its target (encode)."""
-    boxes = _as_box_array(boxes, "boxes")
-    gt_boxes = _as_box_array(gt_boxes, "gt_boxes")
+    boxes = as_box_array(boxes, "box_ops: boxes")
+    gt_boxes = as_box_array(gt_boxes, "box_ops: gt_boxes")
     y, x, h, w = _centres_sizes(boxes)
     gy, gx, gh, gw = _centres_sizes(gt_boxes)
     deltas = np.stack([(gy - y) / h, (gx - x) / w, np.log(gh / h), np.log(gw / w)], axis=1)
@@ -84,8 +86,8 @@ def box_refinement(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
 
 def apply_box_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     """Boxes [N, 4] moved by deltas [N, 4] (decode; the inverse of box_refinement)."""
-    boxes = _as_box_array(boxes, "boxes")
-    deltas = _as_box_array(deltas, "deltas")
+    boxes = as_box_array(boxes, "box_ops: boxes")
+    deltas = as_box_array(deltas, "box_ops: deltas")
     y, x, h, w = _centres_sizes(boxes)
     y = y + deltas[:, 0] * h
     x = x + deltas[:, 1] * w
@@ -148,7 +150,7 @@ def non_max_suppression(
     A box is dropped when its IoU with an already kept box is strictly above the threshold.
     Equal scores keep the lower index first, as TensorFlow does.
     """
-    boxes = _as_box_array(boxes, "boxes")
+    boxes = as_box_array(boxes, "box_ops: boxes")
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if scores.shape[0] != boxes.shape[0]:
         raise ValueError(

@@ -28,15 +28,6 @@ CROWD_IOU = 0.001
 
 
 # ----------------------------------------------------------------------------- RPN targets
-def _as_boxes(boxes: Any, field: str) -> np.ndarray:
-    array = np.asarray(boxes, dtype=np.float32)
-    if array.size == 0:
-        array = array.reshape(0, 4)
-    if array.ndim != 2 or array.shape[1] != 4:
-        raise ValueError(f"targets.build_rpn_targets: {field} must be [N, 4], got {array.shape}")
-    return array
-
-
 def _non_crowd_anchors(anchors: np.ndarray, crowd_boxes: np.ndarray) -> np.ndarray:
     """Anchors that may be negatives: those that do not touch any crowd box."""
     if crowd_boxes.shape[0] == 0:
@@ -68,8 +59,8 @@ def build_rpn_targets(
     subsample (a fresh unseeded generator when None).
     """
     rng = np.random.default_rng() if rng is None else rng
-    anchors = _as_boxes(anchors, "anchors")
-    gt_boxes = _as_boxes(gt_boxes, "gt_boxes")
+    anchors = box_ops.as_box_array(anchors, "targets.build_rpn_targets: anchors", np.float32)
+    gt_boxes = box_ops.as_box_array(gt_boxes, "targets.build_rpn_targets: gt_boxes", np.float32)
     gt_class_ids = np.asarray(gt_class_ids).reshape(-1)
     if gt_class_ids.shape[0] != gt_boxes.shape[0]:
         raise ValueError(

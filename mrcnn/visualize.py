@@ -158,6 +158,13 @@ def _is_padding(box: np.ndarray) -> bool:
 
 
 # ------------------------------------------------------------------------------- instances
+def _check_count(caller: str, count: int, **per_box) -> None:
+    """Each given per-box sequence must hold ``count`` values (one per box)."""
+    for name, values in per_box.items():
+        if values is not None and len(values) != count:
+            raise ValueError(f"{caller}: {name} has {len(values)} values for {count} boxes")
+
+
 def display_instances(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
                       class_ids: np.ndarray, class_names: Sequence[str],
                       scores: np.ndarray | None = None, title: str = "",
@@ -178,10 +185,7 @@ def display_instances(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
     if n and (masks.ndim != 3 or masks.shape[-1] != n or class_ids.shape[0] != n):
         raise ValueError(f"display_instances: boxes has {n} rows but masks has shape "
                          f"{masks.shape} and class_ids {class_ids.shape}; they must agree")
-    if scores is not None and len(scores) != n:
-        raise ValueError(f"display_instances: scores has {len(scores)} values for {n} boxes")
-    if captions is not None and len(captions) != n:
-        raise ValueError(f"display_instances: captions has {len(captions)} values for {n} boxes")
+    _check_count("display_instances", n, scores=scores, captions=captions)
     if n == 0:
         logger.info("No instances to display")
     colors = list(colors) if colors is not None else random_colors(n)
@@ -234,10 +238,7 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray | None = None,
     if boxes is not None and refined_boxes is not None and refined_boxes.shape[0] != n:
         raise ValueError(f"draw_boxes: boxes has {n} rows, refined_boxes "
                          f"{refined_boxes.shape[0]}; they must agree")
-    if visibilities is not None and len(visibilities) != n:
-        raise ValueError(f"draw_boxes: visibilities has {len(visibilities)} values for {n} boxes")
-    if captions is not None and len(captions) != n:
-        raise ValueError(f"draw_boxes: captions has {len(captions)} values for {n} boxes")
+    _check_count("draw_boxes", n, visibilities=visibilities, captions=captions)
     ax = ax if ax is not None else _new_axes((12, 12))
     colors = random_colors(n)
     shown = to_display_image(image)
