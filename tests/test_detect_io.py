@@ -8,35 +8,14 @@ import json
 
 import numpy as np
 import pytest
+from dicom_files import write_dicom
 from pycocotools import mask as coco_mask
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from ftmtl.inbreast.dataset import INbreastDataset
 from ftmtl.inbreast.preprocess import Transform
 from ftmtl.inbreast.synthetic import generate_synthetic_inbreast
 from samples.inbreast import detect_io
 from samples.inbreast.inbreast import main
-
-
-def write_dicom(path, pixels, bits_stored=14):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MG"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
-    ds.PixelRepresentation = 0
-    ds.PixelData = pixels.astype("<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:

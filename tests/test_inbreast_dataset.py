@@ -6,8 +6,7 @@ import logging
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from dicom_files import write_dicom
 
 import ftmtl.inbreast.dataset as dataset_module
 from ftmtl.inbreast import INbreastDataset, polygon_to_mask
@@ -28,21 +27,6 @@ IMAGES = [
     ("3001", "C", "R", "CC", "CC", "3", None),
     ("3002", "C", "R", "ML", "MLO", "2", [("Calcification", CALC)]),
 ]
-
-
-def write_dicom(path, pixels):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 14, 13, 0
-    ds.PixelData = pixels.astype("<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 def breast_pixels():

@@ -6,43 +6,13 @@ import logging
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from dicom_files import write_dicom
 from pydicom.uid import (
-    ExplicitVRLittleEndian,
     JPEGLSLossless,
-    SecondaryCaptureImageStorage,
-    generate_uid,
 )
 
 from ftmtl.inbreast.dicom_io import DEFAULT_PIXEL_SPACING_MM, read_dicom, read_dicom_shape
 from ftmtl.inbreast.records import InbreastFormatError
-
-
-def write_dicom(path, pixels, photometric="MONOCHROME2", bits_stored=14, syntax=None,
-                **elements):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax or ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MG"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
-    ds.PixelRepresentation = 0
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    if syntax is None:
-        ds.PixelData = pixels.astype("<u2").tobytes()
-    else:
-        ds.PixelData = encapsulate([b"\x00" * 32])
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 @pytest.fixture
