@@ -2,7 +2,8 @@
 
 ``run_crossval`` splits the images once into patient-grouped folds stratified by label (saved to
 ``folds.json``; both models see exactly the same folds), trains each model on each fold with the
-paper's schedule and the same budget, evaluates it on the fold's test images and writes
+same schedule (``ftmtl.schedule.schedule_for``) and budget, evaluates it on the fold's test
+images and writes
 
     out_dir/folds.json                       the folds, as file names
     out_dir/fold_<k>/<model>/result.json     EvaluationResult.to_dict() plus run facts
@@ -22,8 +23,9 @@ Validation during training: the losses are also computed on the training images 
 augmentation). Nothing is selected with them (no early stopping; the last checkpoint is always
 evaluated), so a held-out part would only take data from training; they show the fit.
 
-Class-balanced sampling (``ClassBalancedSampler`` with ``PAPER_WEIGHTS``): each training image
-is drawn in proportion to its label's weight, benign 150, malignant 75, images without a mass 1.
+Class-balanced sampling (``ClassBalancedSampler`` with ``PAPER_WEIGHTS``): images without a mass
+get MASS_FREE_SHARE of the draws; the others are drawn in proportion to their label's weight,
+benign 150, malignant 75.
 """
 
 from __future__ import annotations
@@ -46,13 +48,13 @@ import numpy as np
 from ftmtl import plots, report
 from ftmtl.evaluation import CasePrediction, EvaluationResult, evaluate_predictions, predict_dataset
 from ftmtl.inbreast.dataset import INbreastDataset
-from ftmtl.inbreast.folds import fold_stratum, patient_folds
+from ftmtl.inbreast.folds import balanced_sampler, patient_folds
 from ftmtl.metrics import FROC_POINTS, paired_t_test
+from ftmtl.model import image_size_overrides, prepared_image_size
 from ftmtl.presets import MODELS, build_model, make_config
-from ftmtl.schedule import paper_schedule, run_schedule
+from ftmtl.schedule import run_schedule, schedule_for
 from mrcnn.augmentation import default_augmentation
 from mrcnn.checkpoint import atomic_write
-from mrcnn.sampling import PAPER_WEIGHTS, ClassBalancedSampler
 from mrcnn.visualize import save_figure
 
 logger = logging.getLogger(__name__)
@@ -240,11 +242,10 @@ def _train(config, train_ds: INbreastDataset, run_dir: Path, *, fold: int, seed:
     model = build_model("training", config, model_dir)
     if not _resume(model, model_dir):
         load_initial_weights(model, weights, weights_exclude)
-    sampler = None
-    if balanced_sampling:
-        labels = [fold_stratum(info) for info in train_ds.image_info]
-        sampler = ClassBalancedSampler(labels, PAPER_WEIGHTS, seed=seed + fold)
-    stages = paper_schedule(config, schedule_epochs, learning_rate)
+    sampler = (balanced_sampler(train_ds, seed + fold, config.MASS_FREE_SHARE,
+                                config.SAMPLER_WEIGHTS)
+               if balanced_sampling else None)
+    stages = schedule_for(config, weights is not None, schedule_epochs, learning_rate)
     start_epoch = model.epoch
     histories = run_schedule(model, train_ds, train_ds, stages,
                              augmentation=_augmentation(augmentation), sampler=sampler,
@@ -323,9 +324,12 @@ def run_crossval(
 
     Every model gets the same folds, stages, epochs per stage (``schedule_epochs``), learning
     rate (default the config's LEARNING_RATE), steps per epoch (default the config's) and
-    initial ``weights``. ``image_size``: long side of the prepared images (default the config's
-    IMAGE_MAX_DIM). ``augmentation``: True (``default_augmentation()``), False, or an
-    augmenter. ``config_overrides``: config attributes for every model (upper-case names).
+    initial ``weights``; the schedule is ``schedule_for``'s: the paper's three stages of
+    ``schedule_epochs`` each from pretrained ``weights``, one joint stage of ``schedule_epochs``
+    from scratch (``weights`` None). ``image_size``: the image size as the CLI's --image-size
+    reads it (``ftmtl.model.image_size_overrides``; default the config's). ``augmentation``:
+    True (``default_augmentation()``), False, or an augmenter. ``config_overrides``: config
+    attributes for every model (upper-case names).
     """
     models = list(models)
     unknown = [m for m in models if m not in MODELS]
@@ -339,10 +343,14 @@ def run_crossval(
     overrides = {"KEEP_CHECKPOINTS": CROSSVAL_KEEP_CHECKPOINTS, **(config_overrides or {})}
     if steps_per_epoch is not None:
         overrides["STEPS_PER_EPOCH"] = int(steps_per_epoch)
+    if image_size:
+        # The models' configs say the size the images are prepared at (their config.json too).
+        overrides.update(image_size_overrides(make_config(preset, models[0], **overrides),
+                                              int(image_size)))
     configs = {m: make_config(preset, m, **overrides) for m in models}
     first = configs[models[0]]
     learning_rate = float(learning_rate if learning_rate is not None else first.LEARNING_RATE)
-    image_size = int(image_size or first.IMAGE_MAX_DIM)
+    image_size = prepared_image_size(first)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -113,10 +113,59 @@ class FTMTLConfig(Config):
     # Class ids the malignant veto reads.
     BENIGN_CLASS_ID = BENIGN_CLASS_ID
     MALIGNANT_CLASS_ID = MALIGNANT_CLASS_ID
+    # Share of training draws that are images without a mass, used by the class-balanced
+    # sampler (mrcnn.sampling.DEFAULT_MASS_FREE_SHARE says why).
+    MASS_FREE_SHARE = 0.2
+    # How the sampler weighs benign against malignant masses: "paper" (150 / 75, the paper's
+    # augmentation factors, which balance INbreast's own mix) or "balanced" (inverse to each
+    # label's count in the training set: both drawn equally, whatever the data's mix).
+    SAMPLER_WEIGHTS = "paper"
+    # Long side, in pixels, of the breast-cropped images the INbreast reader prepares (the
+    # resolution the network sees). None: IMAGE_MAX_DIM (square mode: the model input);
+    # in crop mode a number is needed (training crops of IMAGE_MIN_DIM are cut from images of
+    # this size, and inference runs on the whole image at this size).
+    PREPARED_IMAGE_SIZE: int | None = None
+    # Epochs of the one joint stage when training from scratch (ftmtl.schedule.scratch_schedule;
+    # the paper's staged schedule from pretrained weights runs 10 epochs a stage).
+    SCRATCH_EPOCHS = 30
 
     def validate(self) -> None:
         super().validate()
         check_ftmtl_config(self)
+        if self.SAMPLER_WEIGHTS not in ("paper", "balanced"):
+            raise ConfigError(f"{type(self).__name__}.SAMPLER_WEIGHTS: must be 'paper' or "
+                              f"'balanced', got {self.SAMPLER_WEIGHTS!r}")
+        size = self.PREPARED_IMAGE_SIZE
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int)
+                                 or size < 1):
+            raise ConfigError(f"{type(self).__name__}.PREPARED_IMAGE_SIZE: must be None or a "
+                              f"positive integer, got {size!r}")
+        if size is None and self.IMAGE_RESIZE_MODE == "crop":
+            raise ConfigError(f"{type(self).__name__}.PREPARED_IMAGE_SIZE: crop mode needs the "
+                              f"size of the images the crops are cut from")
+        share = self.MASS_FREE_SHARE
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+            raise ConfigError(f"{type(self).__name__}.MASS_FREE_SHARE: must be a number in "
+                              f"[0, 1], got {share!r}")
+
+
+def prepared_image_size(config) -> int:
+    """Long side of the prepared (breast-cropped, resized) images: PREPARED_IMAGE_SIZE, or
+    IMAGE_MAX_DIM when unset. The reader, the CLI, cross-validation and the benchmarks all ask
+    here."""
+    size = getattr(config, "PREPARED_IMAGE_SIZE", None)
+    return int(config.IMAGE_MAX_DIM if size is None else size)
+
+
+def image_size_overrides(config, size: int | None) -> dict[str, int]:
+    """Config overrides for a requested image size (the CLI's --image-size): the model input
+    in square mode (IMAGE_MIN_DIM = IMAGE_MAX_DIM = size), the prepared images' long side in
+    crop mode (the crop stays IMAGE_MIN_DIM)."""
+    if size is None:
+        return {}
+    if config.IMAGE_RESIZE_MODE == "crop":
+        return {"PREPARED_IMAGE_SIZE": int(size)}
+    return {"IMAGE_MIN_DIM": int(size), "IMAGE_MAX_DIM": int(size)}
 
 
 # ------------------------------------------------------------------------ inference layers

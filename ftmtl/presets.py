@@ -7,8 +7,9 @@
 - ``fpn``: Matterport's layout (ResNet-50 FPN, 1024-d FC class head, 14x14 mask ROIs with four
   convolutions and one deconvolution) with the same transfer and training settings. Boxes are
   class-agnostic here too: the sequential inference order refines a box before it is classified.
-- ``paper_cpu``, ``fpn_cpu``: the same structures at 128 px with the tiny backbone, narrow
-  mask head and few ROIs, for quick runs and tests on a CPU.
+- ``paper_cpu``, ``fpn_cpu``: the same structures with the tiny backbone, narrow mask head
+  and few ROIs, trained from scratch on a CPU: GroupNorm, Adam, one joint stage with warm-up
+  and cosine decay, 128-px training crops of images prepared at 384 px (docs/training.md).
 
 ``make_config(preset, model)`` gives FT-MTL-Net (``model="ftmtl"``) or its twin
 (``model="maskrcnn"``); the two differ only in TRANSFER_BRANCH and in NAME (so their runs go to
@@ -23,7 +24,7 @@ import copy
 import os
 from typing import Any
 
-from ftmtl.model import FTMTLConfig, FTMTLNet
+from ftmtl.model import FTMTLConfig, FTMTLNet, image_size_overrides
 from mrcnn.config import ConfigError
 
 MODELS = ("ftmtl", "maskrcnn")
@@ -75,15 +76,27 @@ _FPN: dict[str, Any] = {
     "POST_NMS_ROIS_INFERENCE": 100,
 }
 
-# Quick CPU runs: same layouts, small sizes.
+# CPU runs from scratch: same layouts, the tiny backbone, and the recipe that trains from
+# random weights (docs/training.md): GroupNorm everywhere, Adam, one joint stage with warm-up
+# and cosine decay (ftmtl.schedule.scratch_schedule), random 128-px crops of images prepared
+# at 384 px (masses keep 12-50 px instead of shrinking to 4-17 px), whole images at inference.
 _CPU: dict[str, Any] = {
     "BACKBONE": "tiny",
+    "NORM": "group",
+    "OPTIMIZER": "adam",
+    "LEARNING_RATE": 0.001,
+    "LEARNING_MOMENTUM": 0.9,
+    "IMAGE_RESIZE_MODE": "crop",
     "IMAGE_MIN_DIM": 128,
     "IMAGE_MAX_DIM": 128,
+    "PREPARED_IMAGE_SIZE": 384,
+    "CROP_INSTANCE_SHARE": 0.5,
+    "SAMPLER_WEIGHTS": "balanced",
     "MASK_HEAD_CHANNELS": 32,
     "MINI_MASK_SHAPE": (28, 28),
-    "IMAGES_PER_GPU": 2,
-    "STEPS_PER_EPOCH": 20,
+    "IMAGES_PER_GPU": 4,
+    "STEPS_PER_EPOCH": 50,
+    "SCRATCH_EPOCHS": 24,
     "VALIDATION_STEPS": 2,
     "RPN_TRAIN_ANCHORS_PER_IMAGE": 64,
     "PRE_NMS_LIMIT": 512,
@@ -97,7 +110,7 @@ _CPU: dict[str, Any] = {
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": _PAPER,
     "fpn": _FPN,
-    "paper_cpu": {**_PAPER, **_CPU, "RPN_ANCHOR_SCALES": (8, 16, 32, 64)},
+    "paper_cpu": {**_PAPER, **_CPU, "RPN_ANCHOR_SCALES": (16, 32, 64)},
     "fpn_cpu": {**_FPN, **_CPU, "RPN_ANCHOR_SCALES": (8, 16, 32, 64, 128),
                 "TOP_DOWN_PYRAMID_SIZE": 64, "FPN_CLASSIF_FC_LAYERS_SIZE": 128},
 }
@@ -128,6 +141,20 @@ def make_config(preset: str = "paper", model: str = "ftmtl", **overrides: Any) -
     values = copy.deepcopy(values)
     config_class = type(f"{_camel(values['NAME'])}Config", (FTMTLConfig,), values)
     return config_class()
+
+
+def sized_config(preset: str, model: str, image_size: int | None,
+                 overrides: dict[str, Any] | None = None) -> tuple[FTMTLConfig, dict[str, Any]]:
+    """``make_config`` with an image size applied the way the preset's resize mode reads it
+    (``ftmtl.model.image_size_overrides``; the explicit ``overrides`` win). Returns the config
+    and the complete overrides."""
+    overrides = dict(overrides or {})
+    config = make_config(preset, model, **overrides)
+    sized = image_size_overrides(config, image_size)
+    if not sized:
+        return config, overrides
+    overrides = {**sized, **overrides}
+    return make_config(preset, model, **overrides), overrides
 
 
 def build_model(mode: str, config: FTMTLConfig, model_dir: str | os.PathLike) -> FTMTLNet:

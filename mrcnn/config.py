@@ -14,6 +14,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mrcnn.lr_schedule import DECAYS as LR_DECAYS
+from mrcnn.norm import NORMS
+
 # Values of Config.MIXED_PRECISION (Keras dtype policy names; None is float32).
 MIXED_PRECISION_POLICIES = (None, "mixed_bfloat16", "mixed_float16")
 
@@ -21,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 FEATURE_LAYOUTS = ("c4", "fpn")
 HEAD_LAYOUTS = ("paper", "matterport")
-RESIZE_MODES = ("square", "pad64", "none")
+RESIZE_MODES = ("square", "pad64", "none", "crop")
 KNOWN_BACKBONES = ("resnet50", "resnet101", "tiny")
 
 
@@ -84,12 +87,18 @@ class Config:
     MINI_MASK_SHAPE = (56, 56)
 
     # Resizing: "square" (resize then pad to IMAGE_MAX_DIM x IMAGE_MAX_DIM), "pad64" (pad to a
-    # multiple of 64), "none".
+    # multiple of 64), "none", "crop" (scale so the short side is at least IMAGE_MIN_DIM; training
+    # takes random IMAGE_MIN_DIM x IMAGE_MIN_DIM crops, inference the whole image padded at the
+    # bottom/right to a multiple of the largest backbone stride).
     IMAGE_RESIZE_MODE = "square"
     IMAGE_MIN_DIM = 800
     IMAGE_MAX_DIM = 1024
     IMAGE_MIN_SCALE = 0
     IMAGE_CHANNEL_COUNT = 3
+    # "crop" mode only: the probability that a training crop is placed to contain a randomly
+    # chosen instance of the image (when it has any); otherwise the crop is uniformly random,
+    # so crops without instances, which teach the background, still occur.
+    CROP_INSTANCE_SHARE = 0.5
 
     # Subtracted from images before the network. For grayscale data scaled to [0, 255] use
     # one value per channel as well.
@@ -122,6 +131,11 @@ class Config:
     LEARNING_RATE = 0.001
     LEARNING_MOMENTUM = 0.9
     WEIGHT_DECAY = 0.0001
+    # Learning-rate schedule of each train() call (mrcnn/lr_schedule.py): a linear warm-up over
+    # LR_WARMUP_STEPS steps, then LR_DECAY: "constant" (Matterport's), "cosine" or "step". A
+    # LearningRateSchedule passed to train() is used as it is.
+    LR_WARMUP_STEPS = 0
+    LR_DECAY = "constant"
 
     LOSS_WEIGHTS: ClassVar[dict[str, float]] = {
         "rpn_class_loss": 1.0,
@@ -132,8 +146,13 @@ class Config:
     }
 
     USE_RPN_ROIS = True
-    # Train BatchNorm layers? Off by default: batches are small, so frozen statistics are better.
+    # Train BatchNorm layers? Matterport's meaning: False freezes them (right with pretrained
+    # weights and small batches), True or None trains them. Used only when NORM is None.
     TRAIN_BN: bool | None = False
+    # Normalisation of the backbone, the FPN and the heads (mrcnn/norm.py): "frozen_batch",
+    # "batch" or "group" (GroupNorm: trains from scratch at any batch size); None follows
+    # TRAIN_BN (False -> "frozen_batch", True/None -> "batch").
+    NORM: str | None = None
     GRADIENT_CLIP_NORM = 5.0
     # Checkpoints kept in a run folder: the newest N (None: every epoch's, as Matterport).
     KEEP_CHECKPOINTS: int | None = None
@@ -213,6 +232,11 @@ class Config:
         if self.IMAGE_RESIZE_MODE in ("square", "pad64") and self.IMAGE_MAX_DIM % stride:
             fail("IMAGE_MAX_DIM", f"must be divisible by the largest backbone stride {stride}, "
                  f"got {self.IMAGE_MAX_DIM}")
+        if self.IMAGE_RESIZE_MODE == "crop" and self.IMAGE_MIN_DIM % stride:
+            fail("IMAGE_MIN_DIM", f"must be divisible by the largest backbone stride {stride} "
+                 f"in crop mode, got {self.IMAGE_MIN_DIM}")
+        if not 0 <= self.CROP_INSTANCE_SHARE <= 1:
+            fail("CROP_INSTANCE_SHARE", f"must be in [0, 1], got {self.CROP_INSTANCE_SHARE}")
         if self.IMAGE_MIN_DIM > self.IMAGE_MAX_DIM:
             fail("IMAGE_MIN_DIM", f"{self.IMAGE_MIN_DIM} exceeds IMAGE_MAX_DIM "
                  f"{self.IMAGE_MAX_DIM}")
@@ -246,6 +270,12 @@ class Config:
         if self.MIXED_PRECISION not in MIXED_PRECISION_POLICIES:
             fail("MIXED_PRECISION", f"must be one of {MIXED_PRECISION_POLICIES}, got "
                  f"{self.MIXED_PRECISION!r}")
+        if self.NORM is not None and self.NORM not in NORMS:
+            fail("NORM", f"must be one of {NORMS} or None, got {self.NORM!r}")
+        if self.LR_DECAY not in LR_DECAYS:
+            fail("LR_DECAY", f"must be one of {LR_DECAYS}, got {self.LR_DECAY!r}")
+        if isinstance(self.LR_WARMUP_STEPS, bool) or int(self.LR_WARMUP_STEPS) < 0:
+            fail("LR_WARMUP_STEPS", f"must be an integer >= 0, got {self.LR_WARMUP_STEPS!r}")
         if self.OPTIMIZER not in ("sgd", "adam"):
             fail("OPTIMIZER", f"must be 'sgd' or 'adam', got {self.OPTIMIZER!r}")
         unknown = set(self.LOSS_WEIGHTS) - set(Config.LOSS_WEIGHTS)

@@ -37,51 +37,149 @@ class ResizeInfo:
     crop: tuple[int, int, int, int] | None = None
 
 
-def resize_image(image: np.ndarray, min_dim: int | None = None, max_dim: int | None = None,
-                 min_scale: float | None = None, mode: str = "square"
-                 ) -> tuple[np.ndarray, tuple, float, list, Any]:
-    """Resize keeping the aspect ratio, then pad. Matterport's signature and return values:
-    (image, window, scale, padding, crop).
-
-    ``square``: scale so the short side is at least min_dim and the long side at most
-    max_dim, then pad to max_dim x max_dim. ``pad64``: scale as square, pad each side to a
-    multiple of 64. ``none``: unchanged.
-    """
-    dtype = image.dtype
-    h, w = image.shape[:2]
-    window = (0, 0, h, w)
-    scale = 1.0
-    padding = [(0, 0), (0, 0), (0, 0)]
+def resize_scale(image_shape, min_dim: int | None = None, max_dim: int | None = None,
+                 min_scale: float | None = None, mode: str = "square") -> float:
+    """The factor resize_image scales an image of image_shape by: the short side at least
+    min_dim (never shrinking), at least min_scale, and in "square" mode the long side at
+    most max_dim. "crop" mode ignores max_dim: the crop, not the image, has a fixed size."""
+    h, w = (int(v) for v in image_shape[:2])
     if mode == "none":
-        return image, window, scale, padding, None
-    if min_dim:
-        scale = max(1.0, min_dim / min(h, w))
+        return 1.0
+    scale = max(1.0, min_dim / min(h, w)) if min_dim else 1.0
     if min_scale and scale < min_scale:
         scale = min_scale
     if max_dim and mode == "square" and round(max(h, w) * scale) > max_dim:
         scale = max_dim / max(h, w)
-    if scale != 1.0:
-        new_shape = (round(h * scale), round(w * scale))
-        image = skimage.transform.resize(image, new_shape + image.shape[2:], order=1,
-                                         mode="constant", preserve_range=True,
-                                         anti_aliasing=False).astype(dtype)
+    return scale
+
+
+def _scale_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """Bilinear resize by scale (shape rounded), keeping the dtype and the value range."""
+    if scale == 1.0:
+        return image
     h, w = image.shape[:2]
+    new_shape = (round(h * scale), round(w * scale))
+    return skimage.transform.resize(image, new_shape + image.shape[2:], order=1,
+                                    mode="constant", preserve_range=True,
+                                    anti_aliasing=False).astype(image.dtype)
+
+
+def choose_crop(image_shape, size: int, rng: np.random.Generator,
+                boxes: np.ndarray | None = None, instance_share: float = 0.0
+                ) -> tuple[int, int, int, int]:
+    """A size x size training window (y, x, h, w) of an image of image_shape (h or w less than
+    size where the image is smaller; resize_image pads the rest).
+
+    With probability instance_share (and when ``boxes`` [N, 4], y2/x2 exclusive, holds one
+    of positive area) the window is placed around a randomly chosen box: uniformly among the
+    positions that contain it, or, along an axis where the box is longer than the window,
+    that lie inside it. Otherwise it is uniformly random, so background crops still occur.
+    """
+    height, width = (int(v) for v in image_shape[:2])
+    ch, cw = min(int(size), height), min(int(size), width)
+    boxes = np.zeros((0, 4)) if boxes is None else np.asarray(boxes).reshape(-1, 4)
+    boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
+    if len(boxes) and rng.random() < instance_share:
+        y1, x1, y2, x2 = boxes[rng.integers(len(boxes))]
+        return (_start_around(y1, y2, ch, height, rng), _start_around(x1, x2, cw, width, rng),
+                ch, cw)
+    return int(rng.integers(0, height - ch + 1)), int(rng.integers(0, width - cw + 1)), ch, cw
+
+
+def _start_around(lo: float, hi: float, size: int, limit: int,
+                  rng: np.random.Generator) -> int:
+    """A window start along one axis: the window [start, start + size) covers [lo, hi) when
+    it fits, else lies inside it; always inside [0, limit)."""
+    lo, hi = int(np.clip(lo, 0, limit)), int(np.clip(hi, 0, limit))
+    first, last = sorted((lo, hi - size))
+    first, last = max(first, 0), min(last, limit - size)
+    return int(rng.integers(first, last + 1))
+
+
+def _checked_crop(crop, image_shape, size: int) -> tuple[int, int, int, int]:
+    """crop as ints, refused (ValueError) unless it lies in the image and fits size x size."""
+    y, x, h, w = (int(v) for v in crop)
+    if y < 0 or x < 0 or not 0 < h <= size or not 0 < w <= size or (
+            y + h > image_shape[0] or x + w > image_shape[1]):
+        raise ValueError(f"resize_image: crop {tuple(crop)} (y, x, h, w) is not a window of at "
+                         f"most {size} x {size} inside the scaled image {tuple(image_shape)}")
+    return y, x, h, w
+
+
+def _crop_padding(crop: tuple[int, int, int, int], size: int) -> list[tuple[int, int]]:
+    """Bottom/right padding that brings a crop up to size x size."""
+    return [(0, size - crop[2]), (0, size - crop[3]), (0, 0)]
+
+
+def _apply_crop(array: np.ndarray, crop: tuple[int, int, int, int], padding) -> np.ndarray:
+    """Cut the crop (y, x, h, w) out of array [H, W, ...], then pad it with zeros."""
+    y, x, h, w = crop
+    return np.pad(array[y:y + h, x:x + w], padding[: array.ndim], mode="constant",
+                  constant_values=0)
+
+
+def resize_image(image: np.ndarray, min_dim: int | None = None, max_dim: int | None = None,
+                 min_scale: float | None = None, mode: str = "square",
+                 rng: np.random.Generator | None = None,
+                 crop: tuple[int, int, int, int] | None = None
+                 ) -> tuple[np.ndarray, tuple, float, list, Any]:
+    """Resize keeping the aspect ratio, then pad (or crop). Matterport's signature and return
+    values: (image, window, scale, padding, crop).
+
+    ``square``: scale so the short side is at least min_dim and the long side at most
+    max_dim, then pad to max_dim x max_dim. ``pad64``: scale as square, pad each side to a
+    multiple of 64. ``none``: unchanged. ``crop`` (training): scale so the short side is at
+    least min_dim, then take a min_dim x min_dim window, ``crop`` = (y, x, h, w) in the scaled
+    image: the one given, else a uniformly random one drawn from ``rng``. The window is
+    (0, 0, h, w); where the scaled image is smaller than min_dim (only a given crop can be,
+    the scale rule keeps both sides >= min_dim) the rest is zero padding at the bottom/right.
+    Inference in crop mode uses the whole image: see ``resize_to_stride``.
+    """
+    h, w = image.shape[:2]
+    if mode == "none":
+        return image, (0, 0, h, w), 1.0, [(0, 0), (0, 0), (0, 0)], None
+    if mode not in ("square", "pad64", "crop"):
+        raise ValueError(f"resize_image: unknown mode {mode!r}")
+    if mode == "crop" and not min_dim:
+        raise ValueError("resize_image: crop mode needs min_dim (the crop size)")
+    scale = resize_scale(image.shape, min_dim, max_dim, min_scale, mode)
+    image = _scale_image(image, scale)
+    h, w = image.shape[:2]
+    if mode == "crop":
+        if crop is None:
+            crop = choose_crop((h, w), min_dim, rng if rng is not None else
+                               np.random.default_rng())
+        crop = _checked_crop(crop, (h, w), min_dim)
+        padding = _crop_padding(crop, min_dim)
+        return _apply_crop(image, crop, padding), (0, 0, crop[2], crop[3]), scale, padding, crop
     if mode == "square":
         top = (max_dim - h) // 2
         left = (max_dim - w) // 2
         padding = [(top, max_dim - h - top), (left, max_dim - w - left), (0, 0)]
-    elif mode == "pad64":
+    else:
         ph, pw = (-h) % 64, (-w) % 64
         padding = [(ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)]
-    else:
-        raise ValueError(f"resize_image: unknown mode {mode!r}")
     image = np.pad(image, padding[: image.ndim], mode="constant", constant_values=0)
     window = (padding[0][0], padding[1][0], padding[0][0] + h, padding[1][0] + w)
     return image, window, scale, padding, None
 
 
+def resize_to_stride(image: np.ndarray, min_dim: int | None, min_scale: float | None,
+                     stride: int) -> tuple[np.ndarray, tuple, float, list]:
+    """Crop mode at inference: the whole image, scaled as for training (objects keep their
+    training size), zero-padded at the bottom/right to a multiple of stride. Returns (image,
+    window, scale, padding); the window is (0, 0, h, w) of the scaled image."""
+    scale = resize_scale(image.shape, min_dim, None, min_scale, "crop")
+    image = _scale_image(image, scale)
+    h, w = image.shape[:2]
+    padding = [(0, (-h) % stride), (0, (-w) % stride), (0, 0)]
+    image = np.pad(image, padding[: image.ndim], mode="constant", constant_values=0)
+    return image, (0, 0, h, w), scale, padding
+
+
 def resize_mask(mask: np.ndarray, scale: float, padding, crop=None) -> np.ndarray:
-    """Resize and pad [H, W, N] masks exactly as resize_image did the image."""
+    """Resize, crop (y, x, h, w) and pad [H, W, N] masks exactly as resize_image did the
+    image."""
     mask = mask.astype(bool)
     if scale != 1.0 and mask.shape[-1] > 0:
         new_shape = (round(mask.shape[0] * scale), round(mask.shape[1] * scale))
@@ -90,6 +188,8 @@ def resize_mask(mask: np.ndarray, scale: float, padding, crop=None) -> np.ndarra
                                         anti_aliasing=False) >= 0.5
     elif scale != 1.0:
         mask = np.zeros((round(mask.shape[0] * scale), round(mask.shape[1] * scale), 0), bool)
+    if crop is not None:
+        return _apply_crop(mask, tuple(int(v) for v in crop), padding)
     return np.pad(mask, padding, mode="constant", constant_values=False)
 
 
@@ -180,22 +280,52 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 
 def mold_inputs(images: list[np.ndarray], config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Resize, pad and normalise images for the network: (molded, image_metas, windows)."""
-    molded, metas, windows = [], [], []
+    """Resize, pad and normalise images for the network: (molded, image_metas, windows).
+
+    In crop mode each image is whole (``resize_to_stride``); images of different sizes are
+    padded further at the bottom/right to the batch's largest shape, which leaves their
+    windows, and so the mapping back to original pixels, unchanged.
+    """
+    resized_images, metas, windows = [], [], []
     for index, image in enumerate(images):
         check_finite_image(np.asarray(image), f"detect input #{index}", stage="given")
         image = to_channels(image, config.IMAGE_CHANNEL_COUNT)
-        resized, window, scale, _, _ = resize_image(
-            image, min_dim=config.IMAGE_MIN_DIM, max_dim=config.IMAGE_MAX_DIM,
-            min_scale=config.IMAGE_MIN_SCALE, mode=config.IMAGE_RESIZE_MODE)
-        molded.append(mold_image(resized, config))
+        if config.IMAGE_RESIZE_MODE == "crop":
+            resized, window, scale, _ = resize_to_stride(
+                image, config.IMAGE_MIN_DIM, config.IMAGE_MIN_SCALE,
+                max(config.BACKBONE_STRIDES))
+        else:
+            resized, window, scale, _, _ = resize_image(
+                image, min_dim=config.IMAGE_MIN_DIM, max_dim=config.IMAGE_MAX_DIM,
+                min_scale=config.IMAGE_MIN_SCALE, mode=config.IMAGE_RESIZE_MODE)
+        resized_images.append(resized)
         metas.append(compose_image_meta(0, image.shape, resized.shape, window, scale,
                                         np.zeros(config.NUM_CLASSES, np.int32)))
         windows.append(window)
+    if config.IMAGE_RESIZE_MODE == "crop":
+        resized_images, metas = _pad_to_common_shape(resized_images, metas)
+    molded = [mold_image(image, config) for image in resized_images]
     if len({m.shape for m in molded}) != 1:
         raise ValueError("mold_inputs: images resize to different shapes; use "
                          "IMAGE_RESIZE_MODE='square' or detect one image size at a time")
     return np.stack(molded), np.stack(metas), np.array(windows)
+
+
+def _pad_to_common_shape(images: list[np.ndarray], metas: list[np.ndarray]
+                         ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Zero-pad resized images at the bottom/right to the largest height and width among them
+    (the same zeros resize_to_stride pads with) and record the padded shape in their
+    image_meta."""
+    height = max(m.shape[0] for m in images)
+    width = max(m.shape[1] for m in images)
+    out_images, out_metas = [], []
+    for image, meta in zip(images, metas, strict=True):
+        pad = [(0, height - image.shape[0]), (0, width - image.shape[1]), (0, 0)]
+        out_images.append(np.pad(image, pad, mode="constant", constant_values=0))
+        meta = meta.copy()
+        meta[4:6] = (height, width)
+        out_metas.append(meta)
+    return out_images, out_metas
 
 
 # ------------------------------------------------------------------------- ground truth
@@ -228,11 +358,13 @@ def _check_class_ids(class_ids: np.ndarray, config, reference: str) -> None:
                          f"{config.NUM_CLASSES}; 0 is the background)")
 
 
-def _drop_instances(keep: np.ndarray, why: str, reference: str, mask, class_ids, *rest):
-    """Keep the instances ``keep`` marks, with a warning naming the image for the others."""
+def _drop_instances(keep: np.ndarray, why: str, reference: str, mask, class_ids, *rest,
+                    level: int = logging.WARNING):
+    """Keep the instances ``keep`` marks, logging (a warning by default) the others with the
+    image's name."""
     if keep.all():
         return (mask, class_ids, *rest)
-    logger.warning("%s: dropped %d %s", reference, int((~keep).sum()), why)
+    logger.log(level, "%s: dropped %d %s", reference, int((~keep).sum()), why)
     return (mask[:, :, keep], class_ids[keep], *(r[keep] for r in rest))
 
 
@@ -247,6 +379,9 @@ def load_image_gt(dataset, config, image_id: int, augmentation: Callable | None 
     returned has a box of positive area and a non-empty mask. An image without instances is
     kept (it teaches the background). Raises NonFiniteImageError when the image holds NaN or
     inf (``build_batch`` skips such images), ValueError for class ids outside the classes.
+
+    In crop mode the image is a random IMAGE_MIN_DIM crop drawn from ``rng`` (see
+    ``_training_crop``); instances the crop misses are dropped without a warning.
     """
     rng = rng if rng is not None else np.random.default_rng()
     reference = dataset.image_reference(image_id)
@@ -264,15 +399,24 @@ def load_image_gt(dataset, config, image_id: int, augmentation: Callable | None 
                          f"{class_ids.size} class ids")
     _check_class_ids(class_ids, config, reference)
     original_shape = image.shape
-    image, window, scale, padding, crop = resize_image(
-        image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
-        max_dim=config.IMAGE_MAX_DIM, mode=config.IMAGE_RESIZE_MODE)
-    mask = resize_mask(mask, scale, padding, crop)
+    if config.IMAGE_RESIZE_MODE == "crop":
+        image, window, scale, mask, class_ids = _training_crop(image, mask, class_ids, config,
+                                                               rng, reference)
+    else:
+        image, window, scale, padding, crop = resize_image(
+            image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
+            max_dim=config.IMAGE_MAX_DIM, mode=config.IMAGE_RESIZE_MODE)
+        mask = resize_mask(mask, scale, padding, crop)
+        mask, class_ids = _drop_instances(mask.any(axis=(0, 1)), "zero-area mask(s)",
+                                          reference, mask, class_ids)
     if augmentation is not None:
         image, mask = apply_augmentation(augmentation, image, mask, rng)
         check_finite_image(image, reference, stage="augmented")
-    mask, class_ids = _drop_instances(mask.any(axis=(0, 1)), "zero-area mask(s)", reference,
-                                      mask, class_ids)
+        # A rotation, zoom or crop may move an instance out of the image: by design, not a
+        # fault of the data, so not a warning.
+        mask, class_ids = _drop_instances(mask.any(axis=(0, 1)), "instance(s) moved out of "
+                                          "the image by augmentation", reference, mask,
+                                          class_ids, level=logging.DEBUG)
     bbox = extract_bboxes(mask)
     active_class_ids = np.zeros(dataset.num_classes, dtype=np.int32)
     source = dataset.image_info[image_id]["source"]
@@ -285,6 +429,31 @@ def load_image_gt(dataset, config, image_id: int, augmentation: Callable | None 
     meta = compose_image_meta(image_id, original_shape, image.shape, window, scale,
                               active_class_ids)
     return image, meta, class_ids, bbox, mask
+
+
+def _training_crop(image: np.ndarray, mask: np.ndarray, class_ids: np.ndarray, config,
+                   rng: np.random.Generator, reference: str):
+    """Crop mode's training resize: scale image and masks, choose the crop from ``rng``
+    (around an instance with probability CROP_INSTANCE_SHARE), cut both.
+
+    Returns (image, window, scale, mask, class_ids). Instances that resizing empties are
+    dropped with a warning; those the crop misses only at DEBUG level, since most crops miss
+    some instances by design. A cut instance keeps its visible part.
+    """
+    size = int(config.IMAGE_MIN_DIM)
+    scale = resize_scale(image.shape, size, None, config.IMAGE_MIN_SCALE, "crop")
+    mask = resize_mask(mask, scale, [(0, 0), (0, 0), (0, 0)])
+    mask, class_ids = _drop_instances(mask.any(axis=(0, 1)), "zero-area mask(s)", reference,
+                                      mask, class_ids)
+    crop = choose_crop(mask.shape[:2], size, rng, extract_bboxes(mask),
+                       config.CROP_INSTANCE_SHARE)
+    image, window, scale, padding, crop = resize_image(
+        image, min_dim=size, min_scale=config.IMAGE_MIN_SCALE, mode="crop", crop=crop)
+    mask = resize_mask(mask, 1.0, padding, crop)
+    mask, class_ids = _drop_instances(mask.any(axis=(0, 1)), f"instance(s) outside the crop "
+                                      f"{crop} (y, x, h, w)", reference, mask, class_ids,
+                                      level=logging.DEBUG)
+    return image, window, scale, mask, class_ids
 
 
 # ------------------------------------------------------------------------------- batches

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers, ops
 
-from mrcnn.backbone import BatchNorm
+from mrcnn.norm import config_norm, norm_layer
 from mrcnn.precision import FLOAT32
 from mrcnn.roi_align import PyramidROIAlign, ROIAlign
 
@@ -88,15 +88,27 @@ def paper_box_head(roi_feature, num_rois: int, config) -> tuple:
     return feature, box_regressor(feature, num_rois, config, init)
 
 
+def _norm_relu(x, name: str, config, always: bool = True):
+    """Norm (Config.NORM) then ReLU. ``always=False`` skips a frozen BatchNorm, which from the
+    layer's initial statistics is an identity: layouts that had no norm layer keep none."""
+    kind = config_norm(config)
+    if always or kind != "frozen_batch":
+        x = norm_layer(kind, name, int(x.shape[-1]))(x)
+    return layers.Activation("relu")(x)
+
+
 def paper_mask_head(roi_feature, num_rois: int, config) -> tuple:
-    """Two 2x transposed convolutions 7->14->28 with 256 channels (theta4), then 1x1 sigmoid."""
+    """Two 2x transposed convolutions 7->14->28 with 256 channels (theta4), then 1x1 sigmoid.
+    With a trained norm (NORM "batch" or "group") each deconvolution is followed by one
+    (``mrcnn_mask_deconv{i}_norm``); the paper's head has none."""
     init = head_initializer(config)
     x = fold_rois(roi_feature)
     channels = config.MASK_HEAD_CHANNELS
-    x = layers.Conv2DTranspose(channels, 2, strides=2, activation="relu",
-                               kernel_initializer=init, name="mrcnn_mask_deconv1")(x)
-    theta4 = layers.Conv2DTranspose(channels, 2, strides=2, activation="relu",
-                                    kernel_initializer=init, name="mrcnn_mask_deconv2")(x)
+    for i in (1, 2):
+        x = layers.Conv2DTranspose(channels, 2, strides=2, kernel_initializer=init,
+                                   name=f"mrcnn_mask_deconv{i}")(x)
+        x = _norm_relu(x, f"mrcnn_mask_deconv{i}_norm", config, always=False)
+    theta4 = x
     masks = layers.Conv2D(config.NUM_CLASSES, 1, activation="sigmoid", kernel_initializer=init,
                           name="mrcnn_mask", dtype=FLOAT32)(theta4)
     return unfold_rois(theta4, num_rois), unfold_rois(masks, num_rois)
@@ -110,11 +122,9 @@ def matterport_box_head(roi_feature, num_rois: int, config) -> tuple:
     x = fold_rois(roi_feature)
     x = layers.Conv2D(size, config.POOL_SIZE, padding="valid", kernel_initializer=init,
                       name="mrcnn_class_conv1")(x)
-    x = BatchNorm(name="mrcnn_class_bn1")(x)
-    x = layers.Activation("relu")(x)
+    x = _norm_relu(x, "mrcnn_class_bn1", config)
     x = layers.Conv2D(size, 1, kernel_initializer=init, name="mrcnn_class_conv2")(x)
-    x = BatchNorm(name="mrcnn_class_bn2")(x)
-    x = layers.Activation("relu")(x)
+    x = _norm_relu(x, "mrcnn_class_bn2", config)
     feature = unfold_rois(ops.reshape(x, (-1, size)), num_rois)
     return feature, box_regressor(feature, num_rois, config, init)
 
@@ -126,8 +136,7 @@ def matterport_mask_head(roi_feature, num_rois: int, config) -> tuple:
     for i in range(1, 5):
         x = layers.Conv2D(config.MASK_HEAD_CHANNELS, 3, padding="same", kernel_initializer=init,
                           name=f"mrcnn_mask_conv{i}")(x)
-        x = BatchNorm(name=f"mrcnn_mask_bn{i}")(x)
-        x = layers.Activation("relu")(x)
+        x = _norm_relu(x, f"mrcnn_mask_bn{i}", config)
     theta4 = layers.Conv2DTranspose(config.MASK_HEAD_CHANNELS, 2, strides=2, activation="relu",
                                     kernel_initializer=init, name="mrcnn_mask_deconv")(x)
     masks = layers.Conv2D(config.NUM_CLASSES, 1, activation="sigmoid", kernel_initializer=init,

@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from mrcnn import losses as L
 from mrcnn.anchors import anchors_per_location, get_anchors
-from mrcnn.backbone import LAYER_PRESETS, BatchNorm, build_backbone
+from mrcnn.backbone import LAYER_PRESETS, build_backbone
 from mrcnn.checkpoint import (
     OptimizerState,
     checkpoint_epoch,
@@ -49,6 +49,8 @@ from mrcnn.checkpoint import (
 from mrcnn.data import DataGenerator, mold_inputs, unmold_mask
 from mrcnn.detection import DetectionLayer
 from mrcnn.heads import HeadOutputs, box_head, classifier, head_initializer, mask_head
+from mrcnn.lr_schedule import learning_rate_schedule
+from mrcnn.norm import BatchNorm, config_norm
 from mrcnn.precision import FLOAT32, precision_scope
 from mrcnn.rpn import ProposalLayer, build_rpn_model
 from mrcnn.targets import DetectionTargetLayer, valid_roi_mask
@@ -256,7 +258,8 @@ class CheckpointCallback(keras.callbacks.Callback):
         model = self.owner.keras_model
         save_weights_h5(model, path, optimizer=model.optimizer,
                         optimizer_attrs={"epoch": epoch + 1,
-                                         "train_epochs": int(self.params.get("epochs", 0))})
+                                         "train_epochs": int(self.params.get("epochs", 0)),
+                                         "start_epoch": int(self.owner.call_start_epoch)})
         logger.info("saved %s", path)
         keep = self.owner.config.KEEP_CHECKPOINTS
         if keep:
@@ -277,6 +280,9 @@ class MaskRCNN:
         self.model_dir = str(model_dir)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.epoch = 0
+        # Epoch at which the current (or last) train() call started: its learning-rate schedule
+        # counts from there, also after a resume in the middle of the call.
+        self.call_start_epoch = 0
         self._resume_optimizer: OptimizerState | None = None
         self.set_log_dir()
         with self.strategy.scope(), precision_scope(config.MIXED_PRECISION):
@@ -417,7 +423,7 @@ class MaskRCNN:
         self.set_log_dir(filepath)
         self._resume_optimizer = (read_optimizer_state(filepath) if self.mode == "training"
                                   else None)
-        self._predict = None
+        # The values are assigned in place: the traced inference function stays valid.
         return report
 
     def load_imagenet_weights(self, source: str = "imagenet", flip_bgr: bool = False):
@@ -439,8 +445,10 @@ class MaskRCNN:
     # ------------------------------------------------------------------------- training
     def set_trainable(self, layer_regex: str) -> list[str]:
         """Make layers whose name fully matches the regex trainable, freeze the rest.
-        BatchNorm layers train only when TRAIN_BN is true. Returns the trainable names."""
+        BatchNorm layers stay frozen under NORM "frozen_batch" (TRAIN_BN False). Returns the
+        trainable names."""
         pattern = re.compile(layer_regex)
+        frozen_bn = config_norm(self.config) == "frozen_batch"
         names = []
 
         def visit(model: keras.Model) -> None:
@@ -453,7 +461,7 @@ class MaskRCNN:
                 if not layer.weights:
                     continue
                 trainable = bool(pattern.fullmatch(layer.name))
-                if isinstance(layer, BatchNorm) and not self.config.TRAIN_BN:
+                if isinstance(layer, BatchNorm) and frozen_bn:
                     trainable = False
                 layer.trainable = trainable
                 if trainable:
@@ -482,13 +490,16 @@ class MaskRCNN:
     def train(self, train_dataset, val_dataset, learning_rate: LearningRate, epochs: int,
               layers: str, augmentation=None, custom_callbacks=None,
               no_augmentation_sources=None, loss_weights: dict[str, float] | None = None,
-              sampler=None, verbose: int = 1, seed: int = 0) -> keras.callbacks.History:
+              sampler=None, verbose: int = 1, seed: int = 0, lr_warmup_steps: int | None = None,
+              lr_decay: str | None = None) -> keras.callbacks.History:
         """Train to epoch ``epochs`` (an absolute count, as in Matterport: training resumed
         from epoch 3 with epochs=5 runs two more). ``layers``: a preset (heads, 3+, 4+, 5+,
-        all) or a regex of layer names. ``seed`` fixes the data order and augmentation draws
-        (epoch e's batches depend on (seed, e) only, so a resumed run sees what an uninterrupted
-        one would); for bitwise-reproducible weights call ``enable_determinism`` before
-        building the model.
+        all) or a regex of layer names. A number as ``learning_rate`` follows the config's
+        LR_WARMUP_STEPS and LR_DECAY over this call's steps (``lr_warmup_steps`` and
+        ``lr_decay`` override them); a LearningRateSchedule is used as it is. ``seed`` fixes
+        the data order and augmentation draws (epoch e's batches depend on (seed, e) only, so a
+        resumed run sees what an uninterrupted one would); for bitwise-reproducible weights call
+        ``enable_determinism`` before building the model.
 
         Each call compiles a fresh optimizer. After ``load_weights`` of a checkpoint written in
         the middle of a call (its epoch below that call's ``epochs``), the first call restores
@@ -514,6 +525,12 @@ class MaskRCNN:
                    if val_dataset is not None else None)
         os.makedirs(self.log_dir, exist_ok=True)
         save_config_json(config, os.path.join(self.log_dir, "config.json"))
+        self.call_start_epoch = self._call_start(epochs)
+        if isinstance(learning_rate, int | float):
+            learning_rate = learning_rate_schedule(
+                float(learning_rate), (epochs - self.call_start_epoch) * config.STEPS_PER_EPOCH,
+                config.LR_WARMUP_STEPS if lr_warmup_steps is None else lr_warmup_steps,
+                config.LR_DECAY if lr_decay is None else lr_decay)
         with self.strategy.scope():
             trainable = self.set_trainable(regex)
             self.compile(learning_rate, config.LEARNING_MOMENTUM, loss_weights)
@@ -534,6 +551,15 @@ class MaskRCNN:
                                        verbose=verbose, shuffle=False)
         self.epoch = max(self.epoch, epochs)
         return history
+
+    def _call_start(self, epochs: int) -> int:
+        """Start epoch of this train() call: the model's epoch, or, when resuming a call that a
+        checkpoint was written in the middle of (same target epoch), that call's start."""
+        state = self._resume_optimizer
+        if state is not None and int(state.attrs.get("epoch", -1)) == self.epoch and int(
+                state.attrs.get("train_epochs", -1)) == int(epochs):
+            return min(int(state.attrs.get("start_epoch", self.epoch)), self.epoch)
+        return self.epoch
 
     def _restore_optimizer_state(self) -> None:
         """Apply the optimizer state kept by ``load_weights`` to the just-compiled optimizer,

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from mrcnn.backbone import block_letter
+from mrcnn.norm import is_norm_layer
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ class LoadReport:
     excluded: list[str] = field(default_factory=list)
     missing_in_file: list[str] = field(default_factory=list)
     unused_in_file: list[str] = field(default_factory=list)
+    # Norm layers whose kind differs from the file's (a GroupNorm model and a BatchNorm file:
+    # gamma/beta against gamma/beta/mean/variance): left as initialised.
+    other_norm: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         text = (
@@ -50,6 +54,9 @@ class LoadReport:
             text += f"; not in the source: {_abbreviate(self.missing_in_file)}"
         if self.unused_in_file:
             text += f"; unused: {_abbreviate(self.unused_in_file)}"
+        if self.other_norm:
+            text += (f"; {len(self.other_norm)} norm layers of another kind than the file's, "
+                     f"left as initialised: {_abbreviate(self.other_norm)}")
         return text
 
 
@@ -266,7 +273,7 @@ def _match_by_name(
     for entry in model_layers:
         by_name.setdefault(entry.name, []).append(entry)
     pairs: _Pairs = []
-    loaded, excluded, unused = set(), set(), set()
+    loaded, excluded, unused, other_norm = set(), set(), set(), set()
     for file_layer in entries:
         targets = by_name.get(file_layer.name, [])
         if file_layer.name in exclude:
@@ -276,15 +283,24 @@ def _match_by_name(
         for target in targets:
             if _is_excluded(target, exclude):
                 excluded.add(target.name)
+            elif _other_norm_kind(target.layer, file_layer):
+                other_norm.add(target.name)
             else:
                 pairs.append((target.layer, file_layer))
                 loaded.add(target.name)
     missing = {
         entry.name for entry in model_layers
-        if entry.name not in loaded and not _is_excluded(entry, exclude)
+        if entry.name not in loaded | other_norm and not _is_excluded(entry, exclude)
     }
     excluded |= {entry.name for entry in model_layers if _is_excluded(entry, exclude)}
-    return pairs, LoadReport(sorted(loaded), sorted(excluded), sorted(missing), sorted(unused))
+    return pairs, LoadReport(sorted(loaded), sorted(excluded), sorted(missing), sorted(unused),
+                             sorted(other_norm))
+
+
+def _other_norm_kind(layer: keras.layers.Layer, file_layer: _FileLayer) -> bool:
+    """A norm layer whose file counterpart has another number of weights: another norm kind
+    under the same name (Config.NORM keeps Matterport's names for every kind)."""
+    return is_norm_layer(layer) and len(file_layer.weight_names) != len(layer.weights)
 
 
 def _match_in_order(

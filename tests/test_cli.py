@@ -19,7 +19,8 @@ from samples.inbreast.inbreast import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("synth", "train", "evaluate", "detect", "crossval", "demo")
-TINY = ["--preset", "paper_cpu", "--image-size", "64"]
+# paper_cpu crops: images prepared at 64 px, crops of 64.
+TINY = ["--preset", "paper_cpu", "--image-size", "64", "--set", "IMAGE_MIN_DIM=64"]
 
 
 def subcommand_parsers() -> dict[str, argparse.ArgumentParser]:
@@ -141,8 +142,9 @@ def dataset_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(dataset_dir, tmp_path_factory):
-    """Fold 0 of 2 trained one step an epoch, one epoch a stage; then resumed with 'last' and
-    two epochs a stage. Returns (logs, run folder, files after the first run)."""
+    """Fold 0 of 2 trained from scratch (the one joint stage) one step an epoch for one epoch;
+    then resumed with 'last' to three epochs. Returns (logs, run folder, files after the first
+    run)."""
     logs = tmp_path_factory.mktemp("logs")
     common = ["-q", "train", "--dataset", str(dataset_dir), *TINY, "--steps", "1",
               "--logs", str(logs), "--folds", "2", "--fold", "0"]
@@ -150,23 +152,24 @@ def trained(dataset_dir, tmp_path_factory):
     runs = [d for d in (logs / "fold0of2").iterdir() if d.is_dir()]
     assert len(runs) == 1
     first = checkpoints(runs[0])
-    assert main([*common, "--epochs", "2", "--weights", "last"]) == 0
+    assert main([*common, "--epochs", "3", "--weights", "last"]) == 0
     return logs, runs[0], first
 
 
 def test_train_writes_a_checkpoint_an_epoch_and_the_config(trained):
     _, run, first = trained
-    assert first == [f"mask_rcnn_ftmtl_paper_cpu_{e:04d}.h5" for e in (1, 2, 3)]
+    assert first == ["mask_rcnn_ftmtl_paper_cpu_0001.h5"]
     config = json.loads((run / "config.json").read_text())
-    assert config["IMAGE_MAX_DIM"] == 64 and config["STEPS_PER_EPOCH"] == 1
+    assert config["PREPARED_IMAGE_SIZE"] == 64 and config["IMAGE_MIN_DIM"] == 64
+    assert config["STEPS_PER_EPOCH"] == 1 and config["IMAGE_RESIZE_MODE"] == "crop"
     assert config["NAME"] == "ftmtl_paper_cpu" and config["TRANSFER_BRANCH"] is True
 
 
 def test_train_resumes_from_the_last_checkpoint_in_the_same_run(trained):
     logs, run, _ = trained
-    # Epochs 1-3 done; with 2 epochs a stage the rpn stage (to 2) is done, heads runs 3->4 and
-    # all 4->6, continuing the count in the same folder (no new, empty run folder is left).
-    assert checkpoints(run) == [f"mask_rcnn_ftmtl_paper_cpu_{e:04d}.h5" for e in range(1, 7)]
+    # Epoch 1 done; the joint stage continues 1 -> 3, counting on in the same folder (no new,
+    # empty run folder is left).
+    assert checkpoints(run) == [f"mask_rcnn_ftmtl_paper_cpu_{e:04d}.h5" for e in range(1, 4)]
     assert [d for d in (logs / "fold0of2").iterdir()] == [run]
 
 
@@ -192,7 +195,7 @@ def test_detect_skips_an_unreadable_file_names_it_and_returns_1(trained, dataset
     good = sorted((dataset_dir / "AllDICOMs").glob("*.dcm"))[0]
     out = tmp_path / "out"
     code = main(["-q", "detect", str(broken.parent), str(good), "--weights",
-                 str(run / "mask_rcnn_ftmtl_paper_cpu_0006.h5"), *TINY,
+                 str(run / "mask_rcnn_ftmtl_paper_cpu_0003.h5"), *TINY,
                  "--min-confidence", "0", "--out", str(out)])
     assert code == inbreast.EXIT_PARTIAL
     assert sorted(p.name for p in out.iterdir()) == [f"{good.stem}.json", f"{good.stem}.png"]
@@ -200,7 +203,7 @@ def test_detect_skips_an_unreadable_file_names_it_and_returns_1(trained, dataset
     assert any("broken.dcm" in message for message in errors)
     record = json.loads((out / f"{good.stem}.json").read_text())
     assert record["image_shape"] == [128, 96]
-    assert record["weights"].endswith("_0006.h5")
+    assert record["weights"].endswith("_0003.h5")
 
 
 def test_detect_with_no_dicom_at_all_is_an_error(tmp_path, caplog):

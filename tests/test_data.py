@@ -117,6 +117,22 @@ def test_load_image_gt_drops_empty_masks_with_warning(caplog):
     assert mask.shape == (28, 28, 1)
 
 
+def test_instances_moved_out_by_augmentation_are_dropped_without_a_warning(caplog):
+    ds = Rects([((64, 64), [(1, 5, 5, 20, 20), (2, 30, 30, 50, 50)])])
+
+    def hide_first(image, masks, rng):  # moves instance 0 out of the image
+        masks = masks.copy()
+        masks[..., 0] = False
+        return image, masks
+
+    with caplog.at_level(logging.DEBUG, logger="mrcnn.data"):
+        _, _, class_ids, bbox, _ = load_image_gt(ds, TinyConfig(), 0, augmentation=hide_first)
+    assert class_ids.tolist() == [2] and bbox.tolist() == [[30, 30, 50, 50]]
+    moved = [r for r in caplog.records if "moved out of the image" in r.getMessage()]
+    assert len(moved) == 1 and moved[0].levelno == logging.DEBUG
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 def test_load_image_gt_keeps_images_without_instances():
     ds = Rects([((64, 64), [])])
     image, meta, class_ids, bbox, mask = load_image_gt(ds, TinyConfig(), 0)

@@ -165,6 +165,17 @@ def test_negative_image_has_no_masks(root):
 
 def test_one_dicom_read_serves_image_mask_and_transform(root, monkeypatch):
     dataset = load(root, per_mass=True)
+    calls = _count_reads(monkeypatch)
+    first, second = [i for i, info in enumerate(dataset.image_info)
+                     if info["file_name"] == "2001"]
+    dataset.load_image(first)
+    dataset.load_mask(first)
+    dataset.load_transform(first)
+    dataset.load_mask(second)  # the other mass of the same image
+    assert len(calls) == 1
+
+
+def _count_reads(monkeypatch) -> list:
     calls = []
     real = dataset_module.read_dicom
 
@@ -173,10 +184,36 @@ def test_one_dicom_read_serves_image_mask_and_transform(root, monkeypatch):
         return real(path)
 
     monkeypatch.setattr(dataset_module, "read_dicom", counting)
-    first, second = [i for i, info in enumerate(dataset.image_info)
-                     if info["file_name"] == "2001"]
-    dataset.load_image(first)
-    dataset.load_mask(first)
-    dataset.load_transform(first)
-    dataset.load_mask(second)  # the other mass of the same image
-    assert len(calls) == 1
+    return calls
+
+
+def test_an_epoch_over_a_small_set_reads_each_dicom_once(root, monkeypatch):
+    dataset = load(root)
+    calls = _count_reads(monkeypatch)
+    for _ in range(3):  # three epochs
+        for image_id in dataset.image_ids:
+            dataset.load_image(image_id)
+    assert len(calls) == len(dataset.image_ids)
+
+
+def test_the_cache_evicts_the_least_recently_used_beyond_its_limits(root, monkeypatch):
+    counted = INbreastDataset(cache_size=2)
+    counted.load_inbreast(root)
+    counted.prepare()
+    one_image = counted._prepared(0)
+    one_size = one_image[0].nbytes + one_image[1].nbytes
+    calls = _count_reads(monkeypatch)
+    a, b, c = counted.image_ids[:3]
+    for image_id in (a, b, a, c, a, b):  # b is the least recently used when c comes
+        counted.load_image(image_id)
+    assert [str(p) for p in calls] == [str(counted.image_info[i]["path"]) for i in (b, c, b)]
+    # A byte limit below one image still keeps the last one.
+    tiny = INbreastDataset(cache_bytes=one_size // 2)
+    tiny.load_inbreast(root)
+    tiny.prepare()
+    calls.clear()
+    tiny.load_image(a)
+    tiny.load_mask(a)
+    tiny.load_image(b)
+    tiny.load_image(a)
+    assert len(calls) == 3

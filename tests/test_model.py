@@ -11,39 +11,38 @@ import pytest
 from mrcnn.box_ops import compute_overlaps, extract_bboxes
 from mrcnn.data import DataGenerator
 from mrcnn.model import MaskRCNN
-from samples.shapes.shapes import ShapesConfig, ShapesDataset
+from samples.shapes.shapes import SHAPES_IMAGE_SIZE, ShapesConfig, ShapesDataset, box_map50
 
-
-class E2EConfig(ShapesConfig):
-    """Matterport's layout (FPN + FC heads) on a tiny backbone: learns the shapes in about a
-    thousand CPU steps (measured: recall 0.99 after 3 x 400 steps of 4 images). The C4 layout's
-    single stride-16 map is too coarse for 64 px images from scratch."""
-
-    NAME = "shapes_e2e"
-    FEATURE_LAYOUT = "fpn"
-    HEAD_LAYOUT = "matterport"
-    RPN_ANCHOR_SCALES = (4, 8, 16, 32, 64)
-    TOP_DOWN_PYRAMID_SIZE = 64
-    FPN_CLASSIF_FC_LAYERS_SIZE = 128
-    MASK_POOL_SIZE = 14
-    MASK_SHAPE = (28, 28)
-    OPTIMIZER = "adam"
-    LEARNING_RATE = 0.001
-    IMAGES_PER_GPU = 4  # batches of 2 learn far slower from scratch (no pretrained weights)
-    STEPS_PER_EPOCH = 400
-    VALIDATION_STEPS = 4
-    DETECTION_MIN_CONFIDENCE = 0.3
-    DATA_WORKERS = 2
-
-
-EPOCHS = 3
+# The README's recipe, bounded: the shipped configs, 800 steps instead of the README's 1000
+# and a lower bar than its 0.9 (docs/training.md has the full figures), so that no change
+# breaks learning silently.
+E2E_EPOCHS = 4
+E2E_STEPS = 200
+E2E_TRAIN_IMAGES = 2000
+# Measured at 600 steps: C4 0.69; at 1000: C4 0.91, FPN 0.98 (docs/training.md).
+E2E_MIN_MAP50 = 0.6
 
 
 def shapes(count: int, seed: int) -> ShapesDataset:
     ds = ShapesDataset()
-    ds.load_shapes(count, 64, 64, seed=seed)
+    ds.load_shapes(count, SHAPES_IMAGE_SIZE, SHAPES_IMAGE_SIZE, seed=seed)
     ds.prepare()
     return ds
+
+
+def train_the_readme_way(config_class, model_dir):
+    """ShapesConfig (or ShapesFPNConfig) as shipped, trained as the README does."""
+    config = type("Bounded", (config_class,), {"STEPS_PER_EPOCH": E2E_STEPS})()
+    model = MaskRCNN("training", config, model_dir)
+    train, val = shapes(E2E_TRAIN_IMAGES, seed=1), shapes(20, seed=2)
+    before = evaluate_loss(model, val, config)
+    history = model.train(train, val, learning_rate=config.LEARNING_RATE, epochs=E2E_EPOCHS,
+                          layers="all", verbose=0)
+    after = evaluate_loss(model, val, config)
+    inference = MaskRCNN("inference", config, model_dir)
+    inference.load_weights(model.find_last())
+    return {"config": config, "model": model, "inference": inference, "history": history,
+            "before": before, "after": after, "model_dir": model_dir}
 
 
 def evaluate_loss(model: MaskRCNN, dataset, config) -> float:
@@ -57,27 +56,23 @@ def evaluate_loss(model: MaskRCNN, dataset, config) -> float:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    config = E2EConfig()
-    model_dir = tmp_path_factory.mktemp("e2e")
-    model = MaskRCNN("training", config, model_dir)
-    train, val = shapes(300, seed=1), shapes(20, seed=2)
-    before = evaluate_loss(model, val, config)
-    history = model.train(train, val, learning_rate=config.LEARNING_RATE, epochs=EPOCHS,
-                          layers="all", verbose=0)
-    after = evaluate_loss(model, val, config)
-    inference = MaskRCNN("inference", config, model_dir)
-    inference.load_weights(model.find_last())
-    return {"config": config, "model": model, "inference": inference, "history": history,
-            "before": before, "after": after, "model_dir": model_dir}
+    return train_the_readme_way(ShapesConfig, tmp_path_factory.mktemp("e2e"))
 
 
 @pytest.mark.slow
 def test_training_at_least_halves_the_loss(trained):
     assert np.isfinite(trained["before"]) and np.isfinite(trained["after"])
     assert trained["after"] <= 0.5 * trained["before"], (trained["before"], trained["after"])
-    assert len(trained["history"].history["loss"]) == EPOCHS
+    assert len(trained["history"].history["loss"]) == E2E_EPOCHS
     assert set(trained["history"].history) >= {"rpn_class_loss", "mrcnn_mask_loss",
                                                 "val_loss"}
+
+
+@pytest.mark.slow
+def test_c4_layout_learns_the_shapes_class_aware(trained):
+    """Class-aware box mAP@0.5 on shapes with a seed never trained on."""
+    score = box_map50(trained["inference"], shapes(60, seed=4242))
+    assert score >= E2E_MIN_MAP50, score
 
 
 @pytest.mark.slow
@@ -100,7 +95,7 @@ def test_detect_finds_new_shapes(trained):
 def test_detect_output_shapes_and_dtypes(trained, count):
     test = shapes(count, seed=5)
     images = [test.load_image(i) for i in test.image_ids]
-    images[-1] = images[-1][:48]  # a non-square image comes back at its own size
+    images[-1] = images[-1][:96]  # a non-square image comes back at its own size
     results = trained["inference"].detect(images)
     assert len(results) == count
     for image, r in zip(images, results, strict=True):
@@ -108,7 +103,8 @@ def test_detect_output_shapes_and_dtypes(trained, count):
         assert r["rois"].shape == (n, 4) and r["rois"].dtype == np.int32
         assert r["class_ids"].dtype == np.int32 and r["scores"].dtype == np.float32
         assert r["masks"].shape == (*image.shape[:2], n) and r["masks"].dtype == bool
-        assert (r["rois"][:, 2] <= image.shape[0]).all() and (r["rois"][:, 3] <= 64).all()
+        assert (r["rois"][:, 2] <= image.shape[0]).all()
+        assert (r["rois"][:, 3] <= SHAPES_IMAGE_SIZE).all()
         assert ((r["scores"] >= trained["config"].DETECTION_MIN_CONFIDENCE)
                 & (r["scores"] <= 1)).all()
 
@@ -135,18 +131,18 @@ def test_save_then_load_gives_identical_outputs(trained, tmp_path):
 
 @pytest.mark.slow
 def test_resume_continues_at_the_next_epoch(trained, tmp_path):
-    config = E2EConfig()
+    config = trained["config"]
     config.STEPS_PER_EPOCH = 2
     model = MaskRCNN("training", config, tmp_path)
     last = trained["model"].find_last()
     model.load_weights(last)
-    assert model.epoch == EPOCHS
-    history = model.train(shapes(10, seed=3), None, learning_rate=1e-4, epochs=EPOCHS + 1,
-                          layers="heads", verbose=0)
-    assert history.epoch == [EPOCHS]
+    assert model.epoch == E2E_EPOCHS
+    history = model.train(shapes(10, seed=3), None, learning_rate=1e-4,
+                          epochs=E2E_EPOCHS + 1, layers="heads", verbose=0)
+    assert history.epoch == [E2E_EPOCHS]
     # the run continues in the folder of the checkpoint it resumed from
     assert model.log_dir == str(trained["model_dir"] / last.split("/")[-2])
-    assert os.path.exists(model.checkpoint_path.format(epoch=EPOCHS + 1))
+    assert os.path.exists(model.checkpoint_path.format(epoch=E2E_EPOCHS + 1))
 
 
 def tiny(layout: str) -> ShapesConfig:
@@ -154,6 +150,8 @@ def tiny(layout: str) -> ShapesConfig:
         NAME = f"tiny_{layout}"
         STEPS_PER_EPOCH = 1
         IMAGES_PER_GPU = 1
+        if layout == "c4":
+            HEAD_LAYOUT = "paper"  # the paper's network: C4 and its heads
         if layout == "fpn":
             FEATURE_LAYOUT = "fpn"
             HEAD_LAYOUT = "matterport"
@@ -183,7 +181,7 @@ def test_both_layouts_build_and_train_a_step(layout, tmp_path):
     inference = MaskRCNN("inference", config, tmp_path)
     inference.load_weights(model.find_last())
     result = inference.detect([shapes(1, seed=9).load_image(0)])[0]
-    assert result["masks"].shape[:2] == (64, 64)
+    assert result["masks"].shape[:2] == (SHAPES_IMAGE_SIZE, SHAPES_IMAGE_SIZE)
 
 
 def test_image_without_instances_gives_zero_head_losses(tmp_path):
@@ -191,7 +189,8 @@ def test_image_without_instances_gives_zero_head_losses(tmp_path):
     config = tiny("c4")
     model = MaskRCNN("training", config, tmp_path)
     ds = shapes(1, seed=0)
-    ds.load_mask = lambda image_id: (np.zeros((64, 64, 0), bool), np.zeros(0, np.int32))
+    side = SHAPES_IMAGE_SIZE
+    ds.load_mask = lambda image_id: (np.zeros((side, side, 0), bool), np.zeros(0, np.int32))
     batch = DataGenerator(ds, config, steps=1, workers=1)[0]
     outputs = model.keras_model(batch, training=True)
     losses = model.keras_model.compute_losses(batch, outputs)

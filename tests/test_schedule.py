@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from ftmtl.presets import build_model, make_config
-from ftmtl.schedule import Stage, paper_schedule, run_schedule
+from ftmtl.schedule import (
+    SCRATCH_WARMUP_STEPS,
+    Stage,
+    paper_schedule,
+    run_schedule,
+    schedule_for,
+    scratch_schedule,
+)
 from mrcnn.model import LOSS_NAMES
 from samples.shapes.shapes import ShapesDataset
 
@@ -38,8 +45,8 @@ def test_paper_schedule_has_the_three_stages_of_table_1():
     rpn, heads, everything = stages
     for name in BACKBONE_LAYERS:
         assert [matches(s.layers, name) for s in stages] == [True, False, True], name
-    for name in RPN_LAYERS:
-        assert [matches(s.layers, name) for s in stages] == [True, False, False], name
+    for name in RPN_LAYERS:  # stage "all" keeps training the RPN (docs/training.md)
+        assert [matches(s.layers, name) for s in stages] == [True, False, True], name
     for name in HEAD_LAYERS + ["mrcnn_class_logits"]:
         assert [matches(s.layers, name) for s in stages] == [False, True, True], name
     assert rpn.loss_weights == {"rpn_class_loss": 1.0, "rpn_bbox_loss": 1.0,
@@ -47,7 +54,24 @@ def test_paper_schedule_has_the_three_stages_of_table_1():
                                 "mrcnn_mask_loss": 0.0}
     unified = {"rpn_class_loss": 0.0, "rpn_bbox_loss": 0.0, "mrcnn_class_loss": 1.0,
                "mrcnn_bbox_loss": 1.0, "mrcnn_mask_loss": 1.0}
-    assert heads.loss_weights == unified and everything.loss_weights == unified
+    assert heads.loss_weights == unified
+    assert everything.loss_weights == dict.fromkeys(LOSS_NAMES, 1.0)
+    assert all(s.warmup_steps is None and s.decay is None for s in stages)
+
+
+def test_scratch_schedule_is_one_joint_stage_with_warmup_and_cosine_decay():
+    config = make_config("fpn_cpu", STEPS_PER_EPOCH=50, LEARNING_RATE=0.002)
+    (joint,) = scratch_schedule(config, epochs=60)
+    assert (joint.name, joint.layers, joint.epochs) == ("joint", ".*", 60)
+    assert joint.loss_weights is None  # every loss, with the config's weights
+    assert (joint.learning_rate, joint.decay) == (0.002, "cosine")
+    assert joint.warmup_steps == SCRATCH_WARMUP_STEPS
+    # A short stage warms up over a tenth of its steps at most.
+    (short,) = scratch_schedule(config, epochs=2, learning_rate=0.01, decay="step")
+    assert (short.warmup_steps, short.learning_rate, short.decay) == (10, 0.01, "step")
+    assert schedule_for(config, pretrained=False, epochs=4)[0].name == "joint"
+    assert [s.name for s in schedule_for(config, pretrained=True, epochs=4)] == [
+        "rpn", "heads", "all"]
 
 
 def test_paper_schedule_follows_the_backbone_and_the_overrides():
@@ -71,6 +95,10 @@ def test_bad_stages_are_refused():
         Stage("x", ".*", epochs=-1)
     with pytest.raises(ValueError, match="learning_rate must be > 0"):
         Stage("x", ".*", learning_rate=0.0)
+    with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
+        Stage("x", ".*", warmup_steps=-1)
+    with pytest.raises(ValueError, match="decay must be one of"):
+        Stage("x", ".*", decay="linear")
 
 
 # --------------------------------------------------------------------------------- runner
@@ -91,7 +119,7 @@ class RecordingModel:
 
 def test_run_schedule_passes_absolute_cumulative_epochs_and_the_stage_settings():
     stages = [Stage("a", "x", {"rpn_class_loss": 1.0}, 2, 0.1),
-              Stage("b", "y", None, 3, 0.2), Stage("c", "z", {}, 1, 0.3)]
+              Stage("b", "y", None, 3, 0.2), Stage("c", "z", {}, 1, 0.3, 7, "cosine")]
     model = RecordingModel()
     assert run_schedule(model, "train", "val", stages, augmentation="aug",
                         sampler="sampler", verbose=0) == [2, 5, 6]
@@ -104,6 +132,8 @@ def test_run_schedule_passes_absolute_cumulative_epochs_and_the_stage_settings()
     assert third == dict.fromkeys(LOSS_NAMES, 0.0)
     assert all(c["augmentation"] == "aug" and c["sampler"] == "sampler" and c["verbose"] == 0
                for c in model.calls)
+    assert [(c["lr_warmup_steps"], c["lr_decay"]) for c in model.calls] == [
+        (None, None), (None, None), (7, "cosine")]
 
 
 def test_a_resumed_model_skips_finished_stages_and_completes_the_current_one():
@@ -155,10 +185,9 @@ def stage_runs(tmp_path_factory):
     dataset.prepare()
     config = make_config("paper_cpu", **TINY)
     net = build_model("training", config, tmp_path_factory.mktemp("schedule"))
-    rpn, heads, _ = paper_schedule(config, epochs=1)
     snapshots = Snapshots(net)
-    histories = run_schedule(net, dataset, None, [rpn, heads], custom_callbacks=[snapshots],
-                             verbose=0)
+    histories = run_schedule(net, dataset, None, paper_schedule(config, epochs=1),
+                             custom_callbacks=[snapshots], verbose=0)
     return snapshots.stages, histories, net
 
 
@@ -167,7 +196,7 @@ def is_backbone(name: str) -> bool:
 
 
 def test_stage_rpn_changes_only_backbone_and_rpn_weights(stage_runs):
-    (before, after), _ = stage_runs[0]
+    (before, after), _, _ = stage_runs[0]
     changed = changed_layers(before, after)
     assert changed, "the rpn stage changed nothing"
     assert all(is_backbone(n) or n.startswith("rpn_") for n in changed), changed
@@ -178,7 +207,7 @@ def test_stage_rpn_changes_only_backbone_and_rpn_weights(stage_runs):
 
 
 def test_stage_heads_leaves_backbone_and_rpn_unchanged(stage_runs):
-    _, (before, after) = stage_runs[0]
+    _, (before, after), _ = stage_runs[0]
     changed = changed_layers(before, after)
     assert changed and all(n.startswith("mrcnn_") for n in changed), changed
     assert {"mrcnn_bbox_fc", "mrcnn_mask_deconv1", "mrcnn_mask_deconv2", "mrcnn_mask",
@@ -187,11 +216,22 @@ def test_stage_heads_leaves_backbone_and_rpn_unchanged(stage_runs):
 
 def test_each_stage_optimises_its_own_losses(stage_runs):
     _, histories, net = stage_runs
-    rpn, heads = (h.history for h in histories)
+    rpn, heads, everything = (h.history for h in histories)
     assert rpn["loss"][0] == pytest.approx(rpn["rpn_class_loss"][0] + rpn["rpn_bbox_loss"][0],
                                            rel=1e-5)
     head_total = sum(heads[name][0] for name in
                      ("mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss"))
     assert heads["loss"][0] == pytest.approx(head_total, rel=1e-5)
     assert heads["rpn_class_loss"][0] > 0  # computed and logged, but weighing 0
-    assert net.epoch == 2
+    all_total = sum(everything[name][0] for name in LOSS_NAMES)
+    assert everything["loss"][0] == pytest.approx(all_total, rel=1e-5)
+    assert net.epoch == 3
+
+
+def test_stage_all_trains_backbone_rpn_and_heads(stage_runs):
+    _, _, (before, after) = stage_runs[0]
+    changed = changed_layers(before, after)
+    assert set(RPN_LAYERS) <= changed
+    assert {"tiny_c1_conv1", "tiny_c4_conv2", "mrcnn_bbox_fc", "mrcnn_mask_deconv2",
+            "mrcnn_ftmtl_class_logits"} <= changed
+    assert not any("_bn" in n for n in changed), changed  # frozen BN stays frozen

@@ -8,8 +8,10 @@ import pytest
 from samples.shapes.shapes import (
     MIN_COLOR_DISTANCE,
     NOISE_AMPLITUDE,
+    SHAPES_IMAGE_SIZE,
     ShapesConfig,
     ShapesDataset,
+    ShapesFPNConfig,
     shape_pixels,
 )
 
@@ -35,15 +37,17 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------------------------ config
-def test_config_validates_with_the_tiny_cpu_sizes():
+def test_configs_validate_with_the_tiny_cpu_sizes():
     config = ShapesConfig()
     assert config.NAME == "shapes"
     assert config.NUM_CLASSES == 3
-    assert config.IMAGE_SHAPE.tolist() == [64, 64, 3]
+    assert config.IMAGE_SHAPE.tolist() == [SHAPES_IMAGE_SIZE, SHAPES_IMAGE_SIZE, 3]
     assert config.BACKBONE_STRIDES == [16]
-    assert config.BATCH_SIZE == 2
     assert config.MEAN_PIXEL.tolist() == [128.0, 128.0, 128.0]
-    assert tuple(config.MASK_SHAPE) == (4 * config.POOL_SIZE, 4 * config.POOL_SIZE)
+    assert tuple(config.MASK_SHAPE) == (2 * config.MASK_POOL_SIZE, 2 * config.MASK_POOL_SIZE)
+    fpn = ShapesFPNConfig()
+    assert fpn.BACKBONE_STRIDES == [4, 8, 16, 32, 64]
+    assert len(fpn.RPN_ANCHOR_SCALES) == 5 and fpn.NAME != config.NAME
 
 
 def test_classes_are_background_ellipse_rectangle(dataset):

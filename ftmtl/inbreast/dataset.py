@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -33,21 +34,33 @@ DICOM_FOLDER = "AllDICOMs"
 XML_FOLDER = "AllXML"
 
 Prepared = tuple[np.ndarray, np.ndarray, Transform]
+# Memory the prepared-image cache may hold by default.
+DEFAULT_CACHE_BYTES = 512 * 2**20
+
+
+def _nbytes(prepared: Prepared) -> int:
+    return int(prepared[0].nbytes + prepared[1].nbytes)
 
 
 class INbreastDataset(Dataset):
     """INbreast images (per image, or one sample per mass) with breast-cropped, aligned masks.
 
     Call ``load_inbreast`` then ``prepare()`` (Matterport's order). Loading an image prepares it
-    once: the last ``cache_size`` prepared images are kept, so ``load_image``, ``load_mask`` and
-    ``load_transform`` of one image read its DICOM once.
+    once: the most recently used prepared images are kept, up to ``cache_bytes`` (and at most
+    ``cache_size`` images when given), so that training epochs do not read and prepare every
+    DICOM again; at the CPU presets' 384 px a prepared image takes about 0.5 MB. Safe to use
+    from the input pipeline's worker threads.
     """
 
-    def __init__(self, class_map: dict | None = None, cache_size: int = 4) -> None:
+    def __init__(self, class_map: dict | None = None, cache_size: int | None = None,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         super().__init__(class_map)
         self.image_size: int | None = None
         self._cache: OrderedDict[str, Prepared] = OrderedDict()
-        self._cache_size = max(1, cache_size)
+        self._cache_size = None if cache_size is None else max(1, int(cache_size))
+        self._cache_bytes = int(cache_bytes)
+        self._cached_bytes = 0
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------- loading
     def load_inbreast(
@@ -124,16 +137,27 @@ class INbreastDataset(Dataset):
     def _prepared(self, image_id: int) -> Prepared:
         info = self.image_info[image_id]
         key = info["file_name"]
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
         dicom = read_dicom(info["path"])
         masks = _rasterise(info["masses"], dicom.shape, str(info["xml"]))
         prepared = prepare_image(dicom.pixels, masks, dicom.bits_stored, self.image_size)
-        self._cache[key] = prepared
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = prepared
+                self._cached_bytes += _nbytes(prepared)
+            self._evict()
         return prepared
+
+    def _evict(self) -> None:
+        """Drop the least recently used images beyond the cache's limits (one always stays)."""
+        while len(self._cache) > 1 and (
+                self._cached_bytes > self._cache_bytes
+                or (self._cache_size is not None and len(self._cache) > self._cache_size)):
+            _, dropped = self._cache.popitem(last=False)
+            self._cached_bytes -= _nbytes(dropped)
 
     # -------------------------------------------------------------------------- counts
     def summary(self) -> dict[str, int]:

@@ -41,24 +41,24 @@ EVALUATE_TABLE = ("n_cases", "n_labelled", "n_detected", "n_masses", "auc", "auc
 # Exit codes: 0 success, 1 some inputs failed (detect), 2 bad arguments or unusable input.
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
 
-# The demo: a CPU-sized synthetic INbreast and a cross-validation that finishes in about 20
-# minutes on two cores (--quick: a smoke test of a minute or two). Chosen by trial on this data:
-# - fpn_cpu: masses are 3 to 17 px at 128 px; the pyramid's stride-4 level finds them, the
-#   stride-16 map of paper_cpu did not within this budget;
-# - Adam at 0.002 and no augmentation: the paper's SGD and augmentation need far more steps
-#   than a demo has to learn anything from scratch;
-# - detections kept from confidence 0.05, so the FROC has a curve to read.
-# --quick runs every step (synthetic data, both models, two folds, the three stages, evaluation,
-# tables and plots) with one or two steps an epoch, on the C4 layout (paper_cpu), whose graphs
-# build in about half the time of the pyramid's: building them is most of a tiny run.
+# The demo: a CPU-sized synthetic INbreast and a cross-validation that finishes in about 15
+# minutes on two cores (--quick: a smoke test of a minute or two). It trains with fpn_cpu's own
+# recipe (GroupNorm, Adam, one joint stage with warm-up and cosine decay, 128-px crops of images
+# prepared at 384 px, augmentation, class-balanced sampling; docs/training.md), on a shorter
+# budget than the preset's SCRATCH_EPOCHS: 3 folds x 2 models must fit. Detections are kept from
+# confidence 0.05, so the FROC has a curve to read.
+# --quick runs every step (synthetic data, both models, two folds, training, evaluation, tables
+# and plots) with one or two steps an epoch, on the C4 layout (paper_cpu), whose graphs build in
+# about half the time of the pyramid's: building them is most of a tiny run.
 DEMO_DATA = {"n_patients": 12, "image_shape": (416, 320), "difficulty": 0.5}
 DEMO_QUICK_DATA = {"n_patients": 4, "image_shape": (256, 192), "difficulty": 0.5}
-_DEMO_COMMON = {"preset": "fpn_cpu", "learning_rate": 0.002, "augmentation": False,
-                "config_overrides": {"OPTIMIZER": "adam", "DETECTION_MIN_CONFIDENCE": 0.05}}
-DEMO_RUN = {**_DEMO_COMMON, "folds": 3, "schedule_epochs": 8, "steps_per_epoch": 25,
-            "image_size": 128}
+_DEMO_COMMON = {"preset": "fpn_cpu", "augmentation": True,
+                "config_overrides": {"DETECTION_MIN_CONFIDENCE": 0.05}}
+DEMO_RUN = {**_DEMO_COMMON, "folds": 3, "schedule_epochs": 10, "steps_per_epoch": 30,
+            "image_size": None}
 DEMO_QUICK_RUN = {**_DEMO_COMMON, "preset": "paper_cpu", "folds": 2, "schedule_epochs": 1,
-                  "steps_per_epoch": 2, "image_size": 64}
+                  "steps_per_epoch": 2, "image_size": 64,
+                  "config_overrides": {"DETECTION_MIN_CONFIDENCE": 0.05, "IMAGE_MIN_DIM": 64}}
 
 
 # ---------------------------------------------------------------------------- logging
@@ -179,9 +179,11 @@ def _add_fold_options(p: argparse.ArgumentParser, action: str) -> None:
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=positive_int, default=10, metavar="E",
-                   help="epochs per stage of the paper's schedule (rpn, heads, all) "
-                        "(default: %(default)s, the paper's)")
+    p.add_argument("--epochs", type=positive_int, metavar="E",
+                   help="from pretrained weights: epochs per stage of the paper's schedule "
+                        "(rpn, heads, all; default 10, the paper's); from scratch (--weights "
+                        "none): epochs of the one joint stage (default: the preset's "
+                        "SCRATCH_EPOCHS)")
     p.add_argument("--steps", type=positive_int, metavar="N",
                    help="steps per epoch (default: the preset's STEPS_PER_EPOCH)")
     p.add_argument("--lr", type=positive_float, metavar="LR",
@@ -281,8 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESET_NAMES, default="paper",
                    help="network and training settings (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--epochs", type=positive_int, default=10, metavar="E",
-                   help="epochs per stage (default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, metavar="E",
+                   help="epochs per stage of the paper's schedule from pretrained weights "
+                        "(default 10), or of the joint stage from scratch (default: the "
+                        "preset's SCRATCH_EPOCHS)")
     p.add_argument("--steps", type=positive_int, metavar="N",
                    help="steps per epoch (default: the preset's)")
     p.add_argument("--lr", type=positive_float, metavar="LR",
@@ -333,21 +337,26 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ftmtl.inbreast.folds import balanced_sampler
+    from ftmtl.model import prepared_image_size
     from ftmtl.presets import build_model
-    from ftmtl.schedule import paper_schedule, run_schedule
+    from ftmtl.schedule import recipe_epochs, run_schedule, schedule_for
     from mrcnn.augmentation import default_augmentation
 
     _check_folds(args)
     config = make_run_config(args, "training", steps=args.steps)
-    train_set, val_set = training_datasets(args.dataset, config.IMAGE_MAX_DIM, args.folds,
-                                           args.fold, args.seed)
+    train_set, val_set = training_datasets(args.dataset, prepared_image_size(config),
+                                           args.folds, args.fold, args.seed)
     model = build_model("training", config, model_dir(args))
-    load_initial_weights(model, resolve_weights(args.weights, config))
-    stages = paper_schedule(config, epochs=args.epochs,
-                            learning_rate=config.LEARNING_RATE if args.lr is None else args.lr)
+    weights = resolve_weights(args.weights, config)
+    load_initial_weights(model, weights)
+    stages = schedule_for(config, pretrained=weights != "none",
+                          epochs=args.epochs or recipe_epochs(config, weights != "none"),
+                          learning_rate=args.lr)
     run_schedule(model, train_set, val_set, stages,
                  augmentation=None if args.no_augment else default_augmentation(),
-                 sampler=None if args.no_balance else balanced_sampler(train_set, args.seed),
+                 sampler=None if args.no_balance else balanced_sampler(
+                     train_set, args.seed, config.MASS_FREE_SHARE, config.SAMPLER_WEIGHTS),
                  verbose=keras_verbosity(args), seed=args.seed)
     print(f"trained to epoch {model.epoch}; checkpoints in {model.log_dir}")
     return EXIT_OK
@@ -357,10 +366,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from ftmtl.evaluation import evaluate_predictions, predict_dataset
+    from ftmtl.model import prepared_image_size
 
     _check_folds(args)
     config = make_run_config(args, "inference")
-    dataset = load_dataset(args.dataset, config.IMAGE_MAX_DIM)
+    dataset = load_dataset(args.dataset, prepared_image_size(config))
     image_ids = evaluation_ids(dataset, args.folds, args.fold, args.seed)
     model, _ = inference_model(args, config)
     predictions = predict_dataset(model, dataset, image_ids, progress=not args.quiet)
@@ -379,6 +389,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     from ftmtl.inbreast.records import InbreastFormatError
+    from ftmtl.model import prepared_image_size
     from samples.inbreast import detect_io
 
     paths, failed = collect_dicoms(args.inputs)
@@ -395,7 +406,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     stems: set[str] = set()
     for path in paths:
         try:
-            image, transform, dicom = detect_io.prepare_dicom(path, config.IMAGE_MAX_DIM)
+            image, transform, dicom = detect_io.prepare_dicom(path, prepared_image_size(config))
         except (InbreastFormatError, OSError) as err:
             logger.error("%s: not a readable DICOM, skipped (%s)", path, err)
             failed += 1
@@ -405,7 +416,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         detect_io.write_detection_json(
             out / f"{stem}.json", path, dicom.shape, result,
             extra={"model": config.NAME, "weights": str(weights),
-                   "model_input_size": int(config.IMAGE_MAX_DIM)})
+                   "model_input_size": prepared_image_size(config)})
         detect_io.write_overlay_png(out / f"{stem}.png", dicom.pixels, result,
                                     title=Path(path).name)
         print(f"{path}: {len(result['class_ids'])} detection(s), case malignancy score "
@@ -418,16 +429,17 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_crossval(args: argparse.Namespace) -> int:
     from ftmtl.crossval import run_crossval
-    from ftmtl.presets import make_config
+    from ftmtl.presets import sized_config
+    from ftmtl.schedule import recipe_epochs
 
     overrides = dict(args.overrides)
-    if args.image_size is not None:
-        overrides.update(IMAGE_MIN_DIM=args.image_size, IMAGE_MAX_DIM=args.image_size)
-    config = make_config(args.preset, args.models[0], **overrides)
-    weights, exclude = crossval_weights(resolve_weights(args.weights, config))
+    config, overrides = sized_config(args.preset, args.models[0], args.image_size, overrides)
+    resolved = resolve_weights(args.weights, config)
+    weights, exclude = crossval_weights(resolved)
     result = run_crossval(
         args.dataset, args.out, folds=args.folds, models=args.models, preset=args.preset,
-        seed=args.seed, schedule_epochs=args.epochs, learning_rate=args.lr,
+        seed=args.seed, schedule_epochs=args.epochs or recipe_epochs(config, resolved != "none"),
+        learning_rate=args.lr,
         steps_per_epoch=args.steps, image_size=args.image_size, weights=weights,
         weights_exclude=exclude, augmentation=not args.no_augment,
         balanced_sampling=not args.no_balance, config_overrides=overrides or None,
@@ -439,6 +451,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ftmtl.crossval import run_crossval
     from ftmtl.inbreast.synthetic import MANIFEST_NAME, generate_synthetic_inbreast
+    from ftmtl.presets import sized_config
 
     out = Path(args.out)
     data = out / "data"
@@ -450,9 +463,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         logger.info("synthetic INbreast in %s: %s", data, manifest.counts())
     run = dict(DEMO_QUICK_RUN if args.quick else DEMO_RUN)
     size = run.pop("image_size")
-    overrides = {**run.pop("config_overrides"), "IMAGE_MIN_DIM": size, "IMAGE_MAX_DIM": size}
-    logger.info("cross-validating %s at %d px: %s, %s", " and ".join(MODEL_NAMES), size, run,
-                overrides)
+    _, overrides = sized_config(run["preset"], MODEL_NAMES[0], size, run.pop("config_overrides"))
+    logger.info("cross-validating %s: %s, %s", " and ".join(MODEL_NAMES), run, overrides)
     result = run_crossval(data, out, models=MODEL_NAMES, seed=args.seed, weights=None,
                           image_size=size, config_overrides=overrides,
                           progress=not args.quiet, **run)
@@ -474,18 +486,16 @@ def make_run_config(args: argparse.Namespace, mode: str, steps: int | None = Non
                     **extra: Any):
     """The preset's config with --image-size, --steps and --set applied; inference runs one
     image at a time."""
-    from ftmtl.presets import make_config
+    from ftmtl.presets import sized_config
 
     overrides: dict[str, Any] = {}
-    if args.image_size is not None:
-        overrides.update(IMAGE_MIN_DIM=args.image_size, IMAGE_MAX_DIM=args.image_size)
     if steps is not None:
         overrides["STEPS_PER_EPOCH"] = steps
     if mode == "inference":
         overrides.update(IMAGES_PER_GPU=1, GPU_COUNT=1)
     overrides.update(dict(args.overrides))
     overrides.update(extra)
-    return make_config(args.preset, args.model, **overrides)
+    return sized_config(args.preset, args.model, args.image_size, overrides)[0]
 
 
 def model_dir(args: argparse.Namespace) -> Path:
@@ -538,16 +548,6 @@ def evaluation_ids(dataset, folds: int | None, fold: int | None, seed: int):
     if folds is None:
         return np.asarray(dataset.image_ids)
     return np.asarray(fold_split(dataset, folds, fold, seed)[1])
-
-
-def balanced_sampler(dataset, seed: int):
-    """The paper's class balance drawn online, as crossval does: an image is drawn in
-    proportion to its label's weight (benign 150, malignant 75, no mass 1)."""
-    from ftmtl.inbreast.folds import fold_stratum
-    from mrcnn.sampling import PAPER_WEIGHTS, ClassBalancedSampler
-
-    labels = [fold_stratum(info) for info in dataset.image_info]
-    return ClassBalancedSampler(labels, PAPER_WEIGHTS, seed=seed)
 
 
 def resolve_weights(weights: str | None, config) -> str:

@@ -1,0 +1,826 @@
+"""Accuracy judge: FT-MTL-Net against its twin (the same network without the transfer branch).
+
+    .venv/bin/python benchmarks/bench_accuracy.py                 # full run, about an hour
+    .venv/bin/python benchmarks/bench_accuracy.py --quick --out /tmp/acc   # CI smoke run
+
+For each seed ``s`` (``--seeds``, default 0 1 2) it generates three synthetic INbreast sets, at
+the generator's own difficulty (never lowered):
+
+- training set, generator seed ``1000 + s`` (``--train-patients``);
+- validation set, seed ``2000 + s`` (``--val-patients``): only for the learning curve (TPR at
+  1 FPI after every epoch, and the validation losses); nothing is selected on it;
+- test set, seed ``3000 + s`` (``--test-patients``): evaluated once, after training, with the
+  last checkpoint. No choice (epochs, checkpoint, threshold) ever looks at it.
+
+Seeds are 0..999, so the three sets of a seed never share a generator seed with each other or
+with any other seed's sets. Sets are generated under ``OUT/data/<role>_seed<g>_p<n>_<HxW>_d<d>``
+and reused when their manifest says they were made with the same parameters.
+
+Both networks get the same recipe: the preset's config (plus ``BENCH_OVERRIDES`` and ``--set``),
+``keras.utils.set_random_seed(s)`` right before the training model is built (so every layer the
+two share starts from the same weights; the run records how many did), the same schedule
+(``schedule_for``: the paper's three stages with pretrained ``--weights``, else the joint
+from-scratch stage), the paper's augmentation, the class-balanced sampler of the CLI
+(``ftmtl.inbreast.folds.balanced_sampler``) and the same data order (``seed=s``).
+
+Output: one table per model (TPR at 0.5 / 1 / 2 / 3.67 FPI, Dice on detected masses, case AUC,
+box AP@0.5, masses found at IoU >= 0.5, training time), then FT-MTL minus twin per metric with
+the paired t-test's p-value over the seeds (n/a with one seed), whatever the outcome. Written
+to ``OUT/results.json`` and ``OUT/results.md`` (after every run, so an interrupted run keeps
+what it finished) and the learning curves to ``OUT/plots/*.png``. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import os
+import shlex
+import shutil
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+if str(common.REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(common.REPO_ROOT))
+
+from samples.inbreast.inbreast import (  # noqa: E402  (no TensorFlow at import)
+    DEMO_DATA,
+    MODEL_NAMES,
+    PRESET_NAMES,
+    image_shape_arg,
+    model_list_arg,
+    override_arg,
+    positive_float,
+    positive_int,
+)
+
+# ------------------------------------------------------------------ defaults (to be tuned)
+DEFAULT_PRESET = "fpn_cpu"
+DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_EPOCHS = None  # None: the recipe's (ftmtl.schedule.recipe_epochs)
+DEFAULT_STEPS = None  # None: the preset's STEPS_PER_EPOCH
+DEFAULT_LR = None  # None: the preset's LEARNING_RATE
+DEFAULT_TRAIN_PATIENTS = int(DEMO_DATA["n_patients"])
+DEFAULT_TEST_PATIENTS = int(DEMO_DATA["n_patients"])
+DEFAULT_VAL_PATIENTS = 3
+DEFAULT_IMAGE_SHAPE = tuple(DEMO_DATA["image_shape"])  # the synthetic DICOMs (rows, cols)
+DEFAULT_IMAGE_SIZE = None  # None: the preset's (ftmtl.model.prepared_image_size)
+DEFAULT_WEIGHTS = "none"
+DEFAULT_OUT = common.REPO_ROOT / "benchmarks" / "output" / "accuracy"
+# Applied to both networks before --set. Detections are kept from confidence 0.05 so that the
+# FROC reaches 3.67 FPI (at the presets' 0.5 it stops short and every TPR is the last one);
+# only the last checkpoint is ever read, so one is kept per run.
+BENCH_OVERRIDES: dict[str, Any] = {"DETECTION_MIN_CONFIDENCE": 0.05, "KEEP_CHECKPOINTS": 1}
+# --quick: every step on tiny data; a smoke test of the script, it learns nothing.
+QUICK = {"seeds": [0], "train_patients": 2, "test_patients": 2, "val_patients": 1,
+         "image_shape": (256, 192), "image_size": 64, "epochs": 1, "steps": 2}
+# --quick also trains on 64-px crops when the preset crops (its own crops may be larger).
+QUICK_OVERRIDES: dict[str, Any] = {"IMAGE_MIN_DIM": 64}
+
+# Generator seed of each set: offset + the run's seed (seeds are 0..MAX_SEED).
+DATA_SEED_OFFSETS = {"train": 1000, "val": 2000, "test": 3000}
+MAX_SEED = 999
+REPORTED_FPI = (0.5, 1.0, 2.0, 3.67)
+VAL_CURVE_FPI = 1.0
+FOUND_IOU = 0.5
+
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+PLOTS_DIR = "plots"
+RUNS_DIR = "runs"
+DATA_DIR = "data"
+LOSS_KEYS = ("loss", "rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
+             "mrcnn_mask_loss")
+
+
+def tpr_key(fpi: float) -> str:
+    """The metric key of the TPR at one FPI point, as ftmtl.report spells it."""
+    return f"tpr_at_{float(fpi):g}"
+
+
+# (key, table header): every per-run metric that gets a mean and a paired test.
+METRICS: tuple[tuple[str, str], ...] = (
+    *((tpr_key(p), f"TPR@{p:g}FPI") for p in REPORTED_FPI),
+    ("dice", "Dice (detected)"),
+    ("auc", "case AUC"),
+    ("box_ap50", "box AP@0.5"),
+    ("found_iou50", f"found IoU>={FOUND_IOU:g}"),
+    ("train_s", "train s"),
+)
+METRIC_KEYS = tuple(key for key, _ in METRICS)
+MODEL_LABELS = {"ftmtl": "FT-MTL-Net", "maskrcnn": "twin (Mask R-CNN)"}
+
+
+# ------------------------------------------------------------------------------ arguments
+def seed_arg(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seeds must be in 0..{MAX_SEED} (the data sets use "
+                                         f"generator seeds 1000+s, 2000+s, 3000+s), got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Train FT-MTL-Net and its twin with the same recipe on synthetic INbreast, "
+                    "evaluate both on a separate test set, over several seeds.")
+    p.add_argument("--preset", choices=PRESET_NAMES, default=DEFAULT_PRESET,
+                   help="network and training settings (default: %(default)s)")
+    p.add_argument("--models", type=model_list_arg, default=MODEL_NAMES, metavar="LIST",
+                   help="comma-separated models (default: ftmtl,maskrcnn)")
+    p.add_argument("--seeds", type=seed_arg, nargs="+", default=None, metavar="S",
+                   help=f"run seeds 0..{MAX_SEED}: weights, data order, sampling and the data "
+                        f"sets' generator seeds (default: {' '.join(map(str, DEFAULT_SEEDS))})")
+    p.add_argument("--train-patients", type=positive_int, metavar="N",
+                   help=f"patients of each training set, 4 images each "
+                        f"(default: {DEFAULT_TRAIN_PATIENTS}, the demo's)")
+    p.add_argument("--test-patients", type=positive_int, metavar="N",
+                   help=f"patients of each test set (default: {DEFAULT_TEST_PATIENTS})")
+    p.add_argument("--val-patients", type=positive_int, metavar="N",
+                   help=f"patients of each validation set (learning curve only; default: "
+                        f"{DEFAULT_VAL_PATIENTS})")
+    p.add_argument("--no-val-curve", action="store_true",
+                   help="no validation set: no per-epoch TPR@1FPI and no validation losses "
+                        "(saves the per-epoch inference)")
+    p.add_argument("--image-shape", type=image_shape_arg, metavar="HxW",
+                   help="rows x columns of the synthetic DICOMs (default: "
+                        f"{DEFAULT_IMAGE_SHAPE[0]}x{DEFAULT_IMAGE_SHAPE[1]}, the demo's)")
+    p.add_argument("--image-size", type=positive_int, metavar="S",
+                   help="image size in pixels: the model input side in square mode, the "
+                        "prepared images' long side in crop mode (default: the preset's)")
+    p.add_argument("--difficulty", type=float, metavar="D",
+                   help="generator difficulty 0..1 (default: the generator's own)")
+    p.add_argument("--epochs", type=positive_int, metavar="E",
+                   help="epochs of the from-scratch stage, or of each of the paper's three "
+                        "stages with pretrained weights (default: the recipe's, "
+                        "SCRATCH_EPOCHS or 10 a stage)")
+    p.add_argument("--steps", type=positive_int, metavar="N",
+                   help="steps per epoch (default: the preset's STEPS_PER_EPOCH)")
+    p.add_argument("--lr", type=positive_float, metavar="LR",
+                   help="learning rate (default: the preset's LEARNING_RATE)")
+    p.add_argument("--set", dest="overrides", type=override_arg, action="append", default=[],
+                   metavar="NAME=VALUE",
+                   help="config override for both models, after BENCH_OVERRIDES "
+                        f"({BENCH_OVERRIDES}); repeatable")
+    p.add_argument("--weights", default=DEFAULT_WEIGHTS, metavar="W",
+                   help="none (from scratch), imagenet, imagenet:PATH or an .h5 PATH; anything "
+                        "but none picks the paper's pretrained schedule (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+                   help="output folder (default: benchmarks/output/accuracy)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"CI smoke run: {QUICK}; options given explicitly still win")
+    p.add_argument("--budget-s", type=float, default=0.0,
+                   help="start no new seed after this many seconds (the finished ones are "
+                        "reported); 0: no limit")
+    p.add_argument("--threads", type=int, default=None,
+                   help="TensorFlow intra- and inter-op threads (default: TensorFlow's)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="Keras' line per epoch and the library's INFO logging")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The options, with every default not given filled in (from QUICK with --quick)."""
+    args = build_parser().parse_args(argv)
+    defaults = {"seeds": list(DEFAULT_SEEDS), "train_patients": DEFAULT_TRAIN_PATIENTS,
+                "test_patients": DEFAULT_TEST_PATIENTS, "val_patients": DEFAULT_VAL_PATIENTS,
+                "image_shape": DEFAULT_IMAGE_SHAPE, "image_size": DEFAULT_IMAGE_SIZE,
+                "epochs": DEFAULT_EPOCHS, "steps": DEFAULT_STEPS, "lr": DEFAULT_LR,
+                "difficulty": None}
+    if args.quick:
+        defaults.update(QUICK)
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.difficulty is None:
+        args.difficulty = generator_default_difficulty()
+    if not 0.0 <= args.difficulty <= 1.0:
+        raise SystemExit(f"--difficulty must be in [0, 1], got {args.difficulty}")
+    args.seeds = list(dict.fromkeys(args.seeds))  # each seed once, in the order given
+    args.models = list(args.models)
+    return args
+
+
+def generator_default_difficulty() -> float:
+    from ftmtl.inbreast.synthetic import generate_synthetic_inbreast
+
+    return float(inspect.signature(generate_synthetic_inbreast).parameters["difficulty"].default)
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """BENCH_OVERRIDES, --steps, --quick's crops, --set, then --image-size as the preset's
+    resize mode reads it (ftmtl.presets.sized_config; the same for both models)."""
+    from ftmtl.model import image_size_overrides
+    from ftmtl.presets import make_config
+
+    overrides = dict(BENCH_OVERRIDES)
+    if args.steps is not None:
+        overrides["STEPS_PER_EPOCH"] = int(args.steps)
+    config = make_config(args.preset, args.models[0], **overrides)
+    if args.quick and config.IMAGE_RESIZE_MODE == "crop":
+        overrides.update(QUICK_OVERRIDES)
+    overrides.update(dict(args.overrides))
+    config = make_config(args.preset, args.models[0], **overrides)
+    return {**image_size_overrides(config, args.image_size), **overrides}
+
+
+# ----------------------------------------------------------------------------------- data
+def data_dir(out: Path, role: str, gen_seed: int, n_patients: int,
+             image_shape: Sequence[int], difficulty: float) -> Path:
+    rows, cols = (int(v) for v in image_shape)
+    return out / DATA_DIR / f"{role}_seed{gen_seed}_p{n_patients}_{rows}x{cols}_d{difficulty:g}"
+
+
+def ensure_synthetic(folder: Path, n_patients: int, gen_seed: int, image_shape: Sequence[int],
+                     difficulty: float) -> dict[str, Any]:
+    """The synthetic INbreast in ``folder``: reused when its manifest (written last by the
+    generator, so it marks a complete set) has these parameters, else generated afresh."""
+    from ftmtl.inbreast.synthetic import MANIFEST_NAME, generate_synthetic_inbreast
+
+    shape = [int(v) for v in image_shape]
+    manifest = folder / MANIFEST_NAME
+    if manifest.is_file():
+        try:
+            saved = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            saved = {}
+        if (saved.get("seed") == gen_seed and saved.get("image_shape") == shape
+                and math.isclose(float(saved.get("difficulty", -1)), difficulty)
+                and saved.get("counts", {}).get("patients") == n_patients):
+            return {"dir": str(folder), "seed": gen_seed, "n_patients": n_patients,
+                    "image_shape": shape, "difficulty": difficulty,
+                    "counts": saved["counts"], "reused": True}
+    made = generate_synthetic_inbreast(folder, n_patients=n_patients, seed=gen_seed,
+                                       image_shape=tuple(shape), difficulty=difficulty,
+                                       overwrite=True)
+    return {"dir": str(folder), "seed": gen_seed, "n_patients": n_patients,
+            "image_shape": shape, "difficulty": float(made.difficulty),
+            "counts": made.counts(), "reused": False}
+
+
+def load_set(folder: str | os.PathLike, image_size: int):
+    """An INbreastDataset of ``folder`` (its cache keeps the prepared images of a set this
+    size)."""
+    from ftmtl.inbreast.dataset import INbreastDataset
+
+    dataset = INbreastDataset()
+    dataset.load_inbreast(folder, image_size=image_size)
+    dataset.prepare()
+    if not len(dataset.image_ids):
+        raise ValueError(f"{folder}: no usable images")
+    return dataset
+
+
+# -------------------------------------------------------------------------------- metrics
+def masses_found(cases: Sequence[Any], iou: float = FOUND_IOU) -> tuple[int, int]:
+    """(masses hit by some kept detection with box IoU >= iou, all masses). EvaluationResult
+    counts misses at 0.4 only (n_missed); the box AP's threshold is 0.5."""
+    from ftmtl.metrics import case_detected
+
+    found = total = 0
+    for case in cases:
+        for g in range(case.gt_boxes.shape[0]):
+            total += 1
+            found += case_detected(case.rois, case.gt_boxes[g:g + 1], iou)
+    return found, total
+
+
+def _finite_or_none(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def run_metrics(result: Any, cases: Sequence[Any]) -> dict[str, Any]:
+    """The reported numbers of one run (None where undefined on these cases)."""
+    metrics: dict[str, Any] = {tpr_key(p): _finite_or_none(result.tpr_at_fpi.get(float(p)))
+                               for p in REPORTED_FPI}
+    found, total = masses_found(cases)
+    metrics.update(dice=_finite_or_none(result.dice_mean), auc=_finite_or_none(result.auc),
+                   box_ap50=_finite_or_none(result.box_map50),
+                   found_iou50=found / total if total else None,
+                   n_found_iou50=found, n_masses=total, n_missed_iou40=int(result.n_missed),
+                   n_cases=int(result.n_cases), n_labelled=int(result.n_labelled),
+                   n_detected_cases=int(result.n_detected))
+    return metrics
+
+
+def summarise(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean and sample std (ddof 1; None with one value) of the defined values."""
+    finite = [float(v) for v in values if _finite_or_none(v) is not None]
+    n = len(finite)
+    mean = sum(finite) / n if n else None
+    std = (math.sqrt(sum((v - mean) ** 2 for v in finite) / (n - 1)) if n > 1 else None)
+    return {"values": [_finite_or_none(v) for v in values], "mean": mean, "std": std, "n": n}
+
+
+def paired_comparison(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]],
+                      keys: Sequence[str] = METRIC_KEYS) -> dict[str, dict[str, Any]]:
+    """Per metric: a - b over the seeds where both define it; mean and std of the
+    differences and the paired t-test (t, two-sided p; None below 2 pairs or when scipy
+    cannot tell, e.g. identical differences)."""
+    from ftmtl.metrics import paired_t_test
+
+    out: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        seeds = [s for s in sorted(set(a) & set(b))
+                 if _finite_or_none(a[s].get(key)) is not None
+                 and _finite_or_none(b[s].get(key)) is not None]
+        xs = [float(a[s][key]) for s in seeds]
+        ys = [float(b[s][key]) for s in seeds]
+        diffs = summarise([x - y for x, y in zip(xs, ys, strict=True)])
+        t = p = None
+        if len(seeds) >= 2:
+            with warnings.catch_warnings():  # constant differences: scipy warns, gives NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                t, p = (_finite_or_none(v) for v in paired_t_test(xs, ys))
+        out[key] = {"seeds": seeds, "mean_a": summarise(xs)["mean"],
+                    "mean_b": summarise(ys)["mean"], "mean_diff": diffs["mean"],
+                    "std_diff": diffs["std"], "t": t, "p": p, "n": len(seeds)}
+    return out
+
+
+# -------------------------------------------------------------------- per-epoch recording
+def make_epoch_recorder(stages: Sequence[Any], inference_model, val_ds, log_prefix: str):
+    """A Keras callback that records every epoch's logs (the losses, the validation losses)
+    and, with an inference model, loads the epoch's checkpoint into it and records TPR at
+    VAL_CURVE_FPI on ``val_ds``. One inference model serves every epoch: building one is
+    seconds, a small validation set is a fraction of that."""
+    import keras
+
+    from ftmtl.evaluation import UndefinedMetricWarning, evaluate_predictions, predict_dataset
+
+    ends, stage_names, total = [], [], 0
+    for stage in stages:
+        total += int(stage.epochs)
+        ends.append(total)
+        stage_names.append(stage.name)
+
+    class EpochRecorder(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.owner = None  # the training MaskRCNN (for its checkpoint path)
+            self.records: list[dict[str, Any]] = []
+            self.eval_s = 0.0
+
+        def on_epoch_end(self, epoch: int, logs=None) -> None:
+            number = epoch + 1
+            stage = next((n for n, end in zip(stage_names, ends, strict=True) if number <= end),
+                         stage_names[-1] if stage_names else "")
+            record: dict[str, Any] = {"epoch": number, "stage": stage}
+            record.update({k: _finite_or_none(v) for k, v in (logs or {}).items()})
+            if inference_model is not None and val_ds is not None and self.owner is not None:
+                start = time.monotonic()
+                path = Path(self.owner.checkpoint_path.format(epoch=number))
+                tpr = None
+                if path.is_file():  # none is written for an epoch with a non-finite loss
+                    load_checkpoint(inference_model, path)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", UndefinedMetricWarning)
+                        cases = predict_dataset(inference_model, val_ds, progress=False)
+                        result = evaluate_predictions(cases, fpi_points=(VAL_CURVE_FPI,))
+                    tpr = _finite_or_none(result.tpr_at_fpi.get(VAL_CURVE_FPI))
+                record[f"val_{tpr_key(VAL_CURVE_FPI)}"] = tpr
+                record["val_eval_s"] = round(time.monotonic() - start, 2)
+                self.eval_s += time.monotonic() - start
+            self.records.append(record)
+            val = record.get(f"val_{tpr_key(VAL_CURVE_FPI)}")
+            common.log(f"{log_prefix} epoch {number}/{total} ({stage}): loss "
+                       f"{_fmt(record.get('loss'))}, val_loss {_fmt(record.get('val_loss'))}, "
+                       f"val TPR@{VAL_CURVE_FPI:g}FPI {_fmt(val)}")
+
+    return EpochRecorder()
+
+
+def load_checkpoint(inference_model, path: str | os.PathLike) -> None:
+    """Load a training checkpoint into an inference model by layer name, refusing one that
+    lacks any of the model's layers (a wrong checkpoint would otherwise go unnoticed). The
+    model's traced inference function stays valid (values are assigned in place)."""
+    report = inference_model.load_weights(path)
+    if report.missing_in_file:
+        raise ValueError(f"{path}: the checkpoint lacks layers of the inference model: "
+                         f"{report.missing_in_file[:10]}")
+
+
+def weight_fingerprint(model) -> dict[str, tuple[float, float]]:
+    """(sum, sum of squares) of every weight, by variable path: enough to tell whether two
+    models start from the same values in the layers they share."""
+    import numpy as np
+
+    out = {}
+    for variable in model.keras_model.weights:
+        values = np.asarray(variable.numpy(), dtype=np.float64)
+        out[variable.path] = (float(values.sum()), float(np.square(values).sum()))
+    return out
+
+
+def compare_fingerprints(a: dict[str, tuple[float, float]], b: dict[str, tuple[float, float]]
+                         ) -> dict[str, Any]:
+    shared = sorted(set(a) & set(b))
+    identical = [k for k in shared if a[k] == b[k]]
+    return {"shared": len(shared), "identical": len(identical),
+            "differing": [k for k in shared if a[k] != b[k]][:20]}
+
+
+# ------------------------------------------------------------------------------ one run
+def train_and_evaluate(model_name: str, seed: int, args: argparse.Namespace,
+                       sets: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Train one model with one seed, evaluate its last checkpoint on the test set."""
+    import keras
+
+    from ftmtl.crossval import load_initial_weights
+    from ftmtl.evaluation import evaluate_predictions, predict_dataset
+    from ftmtl.inbreast.folds import balanced_sampler
+    from ftmtl.presets import build_model, make_config
+    from ftmtl.schedule import run_schedule, schedule_for
+    from mrcnn.augmentation import default_augmentation
+
+    overrides = config_overrides(args)
+    config = make_config(args.preset, model_name, **overrides)
+    infer_config = make_config(args.preset, model_name, **{**overrides, "IMAGES_PER_GPU": 1,
+                                                           "GPU_COUNT": 1})
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a previous run's checkpoints would confuse nothing, but fill
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True)
+    keras.backend.clear_session()
+
+    # The inference model is built first, so that the training model's build (and everything
+    # after it) follows set_random_seed alone, with or without the validation curve.
+    inference = build_model("inference", infer_config, logs)
+    keras.utils.set_random_seed(seed)
+    model = build_model("training", config, logs)
+    weights = None if args.weights == "none" else args.weights
+    load_initial_weights(model, weights)
+    fingerprint = weight_fingerprint(model)
+
+    train_ds = sets["train_ds"]
+    val_ds = sets.get("val_ds")
+    stages = schedule_for(config, weights is not None, int(args.epochs), args.lr)
+    recorder = make_epoch_recorder(stages, inference if val_ds is not None else None, val_ds,
+                                   f"seed {seed} {model_name}")
+    recorder.owner = model
+    sampler = balanced_sampler(train_ds, seed, config.MASS_FREE_SHARE, config.SAMPLER_WEIGHTS)
+    common.log(f"seed {seed} {model_name}: training on {train_ds.summary()}, "
+               f"{sum(int(s.epochs) for s in stages)} epochs x {config.STEPS_PER_EPOCH} steps, "
+               f"stages {[s.name for s in stages]}")
+    start = time.monotonic()
+    run_schedule(model, train_ds, val_ds, stages, augmentation=default_augmentation(),
+                 sampler=sampler, seed=seed, verbose=2 if args.verbose else 0,
+                 custom_callbacks=[recorder])
+    wall_s = time.monotonic() - start
+    checkpoint = Path(model.checkpoint_path.format(epoch=model.epoch))
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"training ended at epoch {model.epoch} but {checkpoint} is "
+                                "missing")
+
+    start = time.monotonic()
+    load_checkpoint(inference, checkpoint)
+    cases = predict_dataset(inference, sets["test_ds"], progress=False)
+    result = evaluate_predictions(cases)
+    eval_s = time.monotonic() - start
+    metrics = run_metrics(result, cases)
+    metrics["train_s"] = round(wall_s - recorder.eval_s, 1)
+    record = {
+        "model": model_name, "seed": seed, "status": "ok", "config_name": config.NAME,
+        "metrics": metrics, "train_wall_s": round(wall_s, 1),
+        "val_curve_s": round(recorder.eval_s, 1), "eval_s": round(eval_s, 1),
+        "epochs_trained": int(model.epoch), "checkpoint": str(checkpoint),
+        "history": recorder.records,
+        "stages": [{"name": s.name, "epochs": int(s.epochs), "learning_rate": s.learning_rate,
+                    "layers": s.layers} for s in stages],
+        "evaluation": result.to_dict(),
+    }
+    (run_dir / "result.json").write_text(json.dumps(_clean(record), indent=1),
+                                         encoding="utf-8")
+    record["_fingerprint"] = fingerprint
+    del model, inference
+    keras.backend.clear_session()
+    return record
+
+
+# ---------------------------------------------------------------------------------- plots
+def plot_curves(record: dict[str, Any], path: Path) -> None:
+    """Every loss per epoch (training solid, validation dashed) and the validation TPR at
+    VAL_CURVE_FPI per epoch, stage boundaries dotted."""
+    from matplotlib.figure import Figure
+
+    history = record.get("history") or []
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    losses, tpr = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    colors = {key: f"C{i}" for i, key in enumerate(LOSS_KEYS)}
+    for key in LOSS_KEYS:
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = [h.get(prefix + key) for h in history]
+            if any(v is not None for v in values):
+                losses.plot(epochs, [math.nan if v is None else v for v in values], style,
+                            marker=".", color=colors[key], label=prefix + key)
+    losses.set(xlabel="epoch", ylabel="loss", title="losses (dashed: validation set)")
+    losses.legend(fontsize=7)
+    val_key = f"val_{tpr_key(VAL_CURVE_FPI)}"
+    values = [h.get(val_key) for h in history]
+    if any(v is not None for v in values):
+        tpr.plot(epochs, [math.nan if v is None else v for v in values], "-o")
+    else:
+        tpr.text(0.5, 0.5, "no validation curve", ha="center", va="center",
+                 transform=tpr.transAxes)
+    tpr.set(xlabel="epoch", ylabel=f"TPR at {VAL_CURVE_FPI:g} FPI", ylim=(-0.02, 1.02),
+            title="validation set, each epoch's checkpoint")
+    end = 0
+    for stage in record.get("stages", [])[:-1]:
+        end += stage["epochs"]
+        for ax in (losses, tpr):
+            ax.axvline(end + 0.5, linestyle=":", color="gray")
+    for ax in (losses, tpr):
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"{MODEL_LABELS.get(record['model'], record['model'])}, seed {record['seed']}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
+def plot_val_overview(records: Sequence[dict[str, Any]], path: Path) -> bool:
+    """Validation TPR per epoch of every finished run in one panel; False when none has it."""
+    from matplotlib.figure import Figure
+
+    val_key = f"val_{tpr_key(VAL_CURVE_FPI)}"
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    drawn = False
+    for record in records:
+        history = record.get("history") or []
+        values = [h.get(val_key) for h in history]
+        if not any(v is not None for v in values):
+            continue
+        ax.plot([h["epoch"] for h in history], [math.nan if v is None else v for v in values],
+                "-" if record["model"] == "ftmtl" else "--", marker=".",
+                label=f"{MODEL_LABELS.get(record['model'], record['model'])} seed "
+                      f"{record['seed']}")
+        drawn = True
+    if not drawn:
+        return False
+    ax.set(xlabel="epoch", ylabel=f"validation TPR at {VAL_CURVE_FPI:g} FPI",
+           ylim=(-0.02, 1.02))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return True
+
+
+# --------------------------------------------------------------------------------- tables
+def _fmt(value: Any, digits: int = 3) -> str:
+    value = _finite_or_none(value)
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _mean_std(stats: dict[str, Any], digits: int = 3) -> str:
+    if stats.get("mean") is None:
+        return "n/a"
+    text = _fmt(stats["mean"], digits)
+    return text if stats.get("std") is None else f"{text} ± {_fmt(stats['std'], digits)}"
+
+
+def _cell(key: str, metrics: dict[str, Any]) -> str:
+    if key == "found_iou50":
+        return f"{metrics.get('n_found_iou50', 0)}/{metrics.get('n_masses', 0)}"
+    if key == "train_s":
+        return _fmt(metrics.get(key), 0)
+    return _fmt(metrics.get(key))
+
+
+def model_table(model: str, runs: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
+    """Rows: the seeds, then mean ± std (found: the fraction's mean, and the total count)."""
+    rows = []
+    for run in runs:
+        if run.get("status") != "ok":
+            rows.append([run["seed"], *([run.get("status", "error")] * len(METRICS))])
+            continue
+        rows.append([run["seed"], *(_cell(key, run["metrics"]) for key, _ in METRICS)])
+    ok = [run for run in runs if run.get("status") == "ok"]
+    if ok:
+        mean_row = ["mean ± std"]
+        for key, _ in METRICS:
+            text = _mean_std(summary[key], 0 if key == "train_s" else 3)
+            if key == "found_iou50":
+                found = sum(r["metrics"]["n_found_iou50"] for r in ok)
+                total = sum(r["metrics"]["n_masses"] for r in ok)
+                text = f"{text} ({found}/{total})"
+            mean_row.append(text)
+        rows.append(mean_row)
+    return common.table(["seed", *(header for _, header in METRICS)], rows)
+
+
+def paired_table(paired: dict[str, dict[str, Any]], a: str, b: str) -> str:
+    """One row per metric: both means, the mean difference a - b ± its std, t, p, n."""
+    rows = []
+    for key, header in METRICS:
+        test = paired[key]
+        digits = 0 if key == "train_s" else 3
+        diff = _fmt(test["mean_diff"], digits)
+        if test["std_diff"] is not None:
+            diff += f" ± {_fmt(test['std_diff'], digits)}"
+        rows.append([header, _fmt(test["mean_a"], digits), _fmt(test["mean_b"], digits), diff,
+                     _fmt(test["t"], 2), _fmt(test["p"]), test["n"]])
+    return common.table(["metric", MODEL_LABELS.get(a, a), MODEL_LABELS.get(b, b),
+                         f"difference ({a} - {b})", "t", "p (paired t)", "n seeds"], rows)
+
+
+def build_summary(records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per model and metric: mean ± std over the seeds that finished; paired tests."""
+    summary: dict[str, Any] = {"models": {}, "paired": None}
+    per_seed: dict[str, dict[int, dict[str, Any]]] = {}
+    for model, runs in records.items():
+        ok = [run for run in runs if run.get("status") == "ok"]
+        per_seed[model] = {run["seed"]: run["metrics"] for run in ok}
+        summary["models"][model] = {key: summarise([run["metrics"].get(key) for run in ok])
+                                    for key in METRIC_KEYS}
+    if "ftmtl" in records and "maskrcnn" in records:
+        summary["paired"] = {"a": "ftmtl", "b": "maskrcnn",
+                             "metrics": paired_comparison(per_seed["ftmtl"],
+                                                          per_seed["maskrcnn"])}
+    return summary
+
+
+def report_text(payload: dict[str, Any]) -> str:
+    """The Markdown of results.md (also printed)."""
+    args = payload["args"]
+    lines = ["# Accuracy: FT-MTL-Net against its twin", "",
+             f"`{payload['command']}`", "",
+             f"preset `{args['preset']}`, seeds {args['seeds']}, weights `{args['weights']}`, "
+             f"{args['train_patients']} training / {args['test_patients']} test / "
+             f"{'no' if args['no_val_curve'] else args['val_patients']} validation patients "
+             f"(4 images each), synthetic DICOMs {args['image_shape'][0]}x"
+             f"{args['image_shape'][1]}, difficulty {args['difficulty']:g}; config overrides "
+             f"`{payload['config_overrides']}`; schedule {payload.get('schedule')}", "",
+             "TPRs: FROC, a detection counts when its box IoU with a mass is > 0.2; Dice: "
+             "masses detected with IoU >= 0.4; case AUC: benign vs malignant cases; found: "
+             f"masses hit by a kept detection with box IoU >= {FOUND_IOU:g}; train s: "
+             "training wall time without the validation curve's inference.", ""]
+    for model, runs in payload["runs"].items():
+        lines += [f"## {MODEL_LABELS.get(model, model)} (`{model}`)", "",
+                  model_table(model, runs, payload["summary"]["models"][model]), ""]
+    paired = payload["summary"].get("paired")
+    if paired:
+        a, b = paired["a"], paired["b"]
+        lines += [f"## Paired: {MODEL_LABELS[a]} - {MODEL_LABELS[b]}", "",
+                  paired_table(paired["metrics"], a, b), "",
+                  "p: two-sided paired t-test over the seeds (n/a below 2 seeds, or when the "
+                  "differences are all equal).", ""]
+    else:
+        lines += ["(no paired comparison: it needs both models)", ""]
+    init = payload.get("shared_initial_weights") or {}
+    if init:
+        lines += ["Initial weights of the layers both models share, identical per seed: "
+                  + ", ".join(f"seed {s}: {v['identical']}/{v['shared']}"
+                              for s, v in sorted(init.items())), ""]
+    if payload.get("plots"):
+        lines += ["Plots: " + ", ".join(f"`{p}`" for p in payload["plots"]), ""]
+    lines += [f"Total time {payload.get('total_s', 0):.0f} s"
+              f"{'' if payload.get('complete') else ' (incomplete run)'}.", ""]
+    return "\n".join(lines)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-ready: NaN and infinities as None, tuples as lists, Paths as strings."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_outputs(out: Path, payload: dict[str, Any]) -> str:
+    text = report_text(payload)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RESULTS_JSON).write_text(json.dumps(_clean(payload), indent=1, allow_nan=False),
+                                    encoding="utf-8")
+    (out / RESULTS_MD).write_text(text, encoding="utf-8")
+    return text
+
+
+# ----------------------------------------------------------------------------------- main
+def prepare_seed_data(args: argparse.Namespace, seed: int, image_size: int) -> dict[str, Any]:
+    """Generate (or reuse) the seed's sets and load them."""
+    out = Path(args.out)
+    roles = {"train": args.train_patients, "test": args.test_patients}
+    if not args.no_val_curve:
+        roles["val"] = args.val_patients
+    facts, sets = {}, {}
+    for role, n_patients in roles.items():
+        gen_seed = DATA_SEED_OFFSETS[role] + seed
+        folder = data_dir(out, role, gen_seed, n_patients, args.image_shape, args.difficulty)
+        facts[role] = ensure_synthetic(folder, n_patients, gen_seed, args.image_shape,
+                                       args.difficulty)
+        sets[f"{role}_ds"] = load_set(folder, image_size)
+        common.log(f"seed {seed}: {role} set {folder.name} "
+                   f"({'reused' if facts[role]['reused'] else 'generated'}): "
+                   f"{sets[f'{role}_ds'].summary()}")
+    return {"facts": facts, "sets": sets}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    started = time.monotonic()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.threads:
+        common.configure_tensorflow(args.threads)
+    if args.verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ftmtl.model import prepared_image_size
+    from ftmtl.presets import make_config
+    from ftmtl.schedule import recipe_epochs, schedule_for
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = config_overrides(args)
+    first = make_config(args.preset, args.models[0], **overrides)  # validates the overrides
+    pretrained = args.weights != "none"
+    if args.epochs is None:
+        args.epochs = recipe_epochs(first, pretrained)
+    stages = schedule_for(first, pretrained, int(args.epochs), args.lr)
+    command = "python benchmarks/bench_accuracy.py " + shlex.join(argv)
+    payload: dict[str, Any] = {
+        "benchmark": "accuracy", "command": command.strip(),
+        "args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()},
+        "machine": common.machine_info(), "config_overrides": overrides,
+        "steps_per_epoch": int(first.STEPS_PER_EPOCH), "image_size": prepared_image_size(first),
+        "schedule": [f"{s.name}: {s.epochs} epochs, lr {s.learning_rate:g}" for s in stages],
+        "data_seed_offsets": DATA_SEED_OFFSETS, "data": {},
+        "runs": {m: [] for m in args.models}, "summary": {}, "shared_initial_weights": {},
+        "plots": [], "complete": False,
+    }
+    failures = 0
+    for seed in args.seeds:
+        if args.budget_s and time.monotonic() - started > args.budget_s:
+            common.log(f"seed {seed}: skipped, the {args.budget_s:.0f} s budget is spent")
+            for model in args.models:
+                payload["runs"][model].append({"model": model, "seed": seed,
+                                               "status": "skipped (budget)"})
+            continue
+        data = prepare_seed_data(args, seed, prepared_image_size(first))
+        payload["data"][str(seed)] = data["facts"]
+        fingerprints = {}
+        for model in args.models:
+            run_dir = out / RUNS_DIR / f"seed_{seed}" / model
+            try:
+                record = train_and_evaluate(model, seed, args, data["sets"], run_dir)
+            except Exception as error:  # one failed run must not hide the others' figures
+                failures += 1
+                common.log(f"seed {seed} {model}: FAILED\n{traceback.format_exc()}")
+                record = {"model": model, "seed": seed, "status": "error",
+                          "error": f"{type(error).__name__}: {error}"}
+            else:
+                fingerprints[model] = record.pop("_fingerprint")
+                plot = out / PLOTS_DIR / f"curves_seed{seed}_{model}.png"
+                plot_curves(record, plot)
+                record["plot"] = str(plot.relative_to(out))
+                payload["plots"].append(record["plot"])
+                common.log(f"seed {seed} {model}: " + ", ".join(
+                    f"{k} {_cell(k, record['metrics'])}" for k in METRIC_KEYS))
+            payload["runs"][model].append(record)
+            payload["summary"] = build_summary(payload["runs"])
+            payload["total_s"] = round(time.monotonic() - started, 1)
+            write_outputs(out, payload)
+        if len(fingerprints) == 2:
+            payload["shared_initial_weights"][str(seed)] = compare_fingerprints(
+                *fingerprints.values())
+    all_runs = [r for runs in payload["runs"].values() for r in runs]
+    overview = out / PLOTS_DIR / "val_tpr.png"
+    if plot_val_overview([r for r in all_runs if r.get("status") == "ok"], overview):
+        payload["plots"].append(str(overview.relative_to(out)))
+    payload["summary"] = build_summary(payload["runs"])
+    payload["total_s"] = round(time.monotonic() - started, 1)
+    payload["complete"] = True
+    text = write_outputs(out, payload)
+    print(text)
+    print(f"results: {out / RESULTS_JSON}, {out / RESULTS_MD}; plots under {out / PLOTS_DIR}")
+    print(f"command: {payload['command']}")
+    print(f"total time: {payload['total_s']:.0f} s")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""benchmarks/bench_accuracy.py: its statistics and data handling (fast) and a --quick run end to
+end (slow). Nothing here looks at accuracy: a --quick run trains for two steps."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from scipy import stats
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_accuracy.py"
+
+# Models trained for two steps detect nothing: undefined Dice/AUC warnings are expected.
+pytestmark = pytest.mark.filterwarnings("ignore::ftmtl.evaluation.UndefinedMetricWarning")
+
+
+def _load_bench():
+    """The script as a module (benchmarks/ is not a package; the script finds common.py)."""
+    if "bench_accuracy" in sys.modules:
+        return sys.modules["bench_accuracy"]
+    spec = importlib.util.spec_from_file_location("bench_accuracy", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_accuracy"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_bench()
+
+
+# --------------------------------------------------------------------------- fast checks
+def test_defaults_and_quick_defaults():
+    full = bench.parse_args([])
+    assert full.seeds == list(bench.DEFAULT_SEEDS) and len(full.seeds) >= 3
+    assert full.preset == "fpn_cpu" and full.models == ["ftmtl", "maskrcnn"]
+    assert full.epochs == bench.DEFAULT_EPOCHS and full.weights == "none"
+    assert full.train_patients == full.test_patients == 12  # the demo's size
+    assert full.difficulty == 0.5  # the generator's own default, not lowered
+    quick = bench.parse_args(["--quick", "--epochs", "3", "--set", "OPTIMIZER='adam'"])
+    assert quick.epochs == 3 and quick.steps == bench.QUICK["steps"]
+    assert quick.seeds == bench.QUICK["seeds"] and quick.image_size == 64
+    assert bench.config_overrides(quick)["OPTIMIZER"] == "adam"
+    assert bench.config_overrides(quick)["IMAGE_MAX_DIM"] == 64
+
+
+def test_seeds_must_keep_the_data_sets_apart():
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--seeds", "1000"])
+    generator_seeds = [offset + s for offset in bench.DATA_SEED_OFFSETS.values()
+                       for s in (0, bench.MAX_SEED)]
+    assert len(set(generator_seeds)) == len(generator_seeds)
+
+
+def test_masses_found_counts_each_mass_at_iou_half():
+    def case(rois, gt):
+        return SimpleNamespace(rois=np.array(rois, float).reshape(-1, 4),
+                               gt_boxes=np.array(gt, float).reshape(-1, 4))
+
+    cases = [
+        case([[0, 0, 10, 10], [50, 50, 60, 60]], [[0, 0, 10, 10], [50, 50, 60, 80]]),  # 1 + 0
+        case([], [[0, 0, 10, 10]]),  # no detection: missed
+        case([[0, 0, 10, 10]], []),  # no mass
+        case([[0, 0, 10, 20]], [[0, 0, 10, 10]]),  # IoU exactly 0.5 counts
+    ]
+    assert bench.masses_found(cases) == (2, 4)
+
+
+def test_paired_comparison_is_scipys_paired_t_test():
+    a = {0: {"auc": 0.9, "dice": 0.5}, 1: {"auc": 0.8, "dice": None}, 2: {"auc": 0.85}}
+    b = {0: {"auc": 0.7, "dice": 0.4}, 1: {"auc": 0.75, "dice": 0.3}, 2: {"auc": 0.8}}
+    out = bench.paired_comparison(a, b, keys=("auc", "dice"))
+    expected = stats.ttest_rel([0.9, 0.8, 0.85], [0.7, 0.75, 0.8])
+    assert out["auc"]["n"] == 3 and out["auc"]["p"] == pytest.approx(expected.pvalue)
+    assert out["auc"]["mean_diff"] == pytest.approx(0.1)
+    assert out["dice"]["n"] == 1 and out["dice"]["p"] is None  # one pair: n/a
+    table = bench.paired_table({k: out.get(k, out["dice"]) for k in bench.METRIC_KEYS},
+                               "ftmtl", "maskrcnn")
+    assert "n/a" in table and f"{expected.pvalue:.3f}" in table
+
+
+def test_synthetic_sets_are_reused_only_with_the_same_parameters(tmp_path):
+    folder = tmp_path / "set"
+    first = bench.ensure_synthetic(folder, 1, 1000, (64, 64), 0.5)
+    again = bench.ensure_synthetic(folder, 1, 1000, (64, 64), 0.5)
+    other = bench.ensure_synthetic(folder, 1, 1001, (64, 64), 0.5)
+    assert not first["reused"] and again["reused"] and not other["reused"]
+    assert json.loads((folder / "manifest.json").read_text())["seed"] == 1001
+
+
+# ------------------------------------------------------------------------ end to end (slow)
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("accuracy")
+    code = bench.main(["--quick", "--out", str(out)])
+    return out, code
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_metric_of_both_models(quick_run):
+    out, code = quick_run
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] and set(results["runs"]) == {"ftmtl", "maskrcnn"}
+    for model, runs in results["runs"].items():
+        assert [run["seed"] for run in runs] == bench.QUICK["seeds"]
+        for run in runs:
+            assert run["status"] == "ok", run
+            assert set(bench.METRIC_KEYS) <= set(run["metrics"]), model
+            assert run["metrics"]["n_masses"] > 0
+            assert 0 <= run["metrics"]["n_found_iou50"] <= run["metrics"]["n_masses"]
+            history = run["history"]
+            assert [h["epoch"] for h in history] == list(range(1, bench.QUICK["epochs"] + 1))
+            for key in bench.LOSS_KEYS:
+                assert history[-1][key] is not None, key
+            assert f"val_{bench.tpr_key(bench.VAL_CURVE_FPI)}" in history[-1]
+        summary = results["summary"]["models"][model]
+        assert set(bench.METRIC_KEYS) <= set(summary)
+    paired = results["summary"]["paired"]["metrics"]
+    assert set(bench.METRIC_KEYS) <= set(paired)
+    # Same seed, same initialisation of every layer the two networks share.
+    init = results["shared_initial_weights"][str(bench.QUICK["seeds"][0])]
+    assert init["shared"] > 0 and init["identical"] == init["shared"], init
+
+
+@pytest.mark.slow
+def test_quick_run_keeps_the_test_set_apart(quick_run):
+    out, _ = quick_run
+    results = json.loads((out / "results.json").read_text())
+    for seed, sets in results["data"].items():
+        seeds = {role: facts["seed"] for role, facts in sets.items()}
+        assert seeds == {role: offset + int(seed)
+                         for role, offset in bench.DATA_SEED_OFFSETS.items()}
+        patients = {}
+        for role, facts in sets.items():
+            manifest = json.loads((Path(facts["dir"]) / "manifest.json").read_text())
+            patients[role] = {image["patient_hash"] for image in manifest["images"]}
+        assert not patients["test"] & (patients["train"] | patients["val"])
+
+
+@pytest.mark.slow
+def test_quick_run_writes_the_report_and_the_learning_curves(quick_run):
+    out, _ = quick_run
+    text = (out / "results.md").read_text()
+    assert "## Paired: FT-MTL-Net - twin" in text and "p (paired t)" in text
+    for _, header in bench.METRICS:
+        assert header in text
+    for seed in bench.QUICK["seeds"]:
+        for model in ("ftmtl", "maskrcnn"):
+            png = out / "plots" / f"curves_seed{seed}_{model}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    assert (out / "plots" / "val_tpr.png").stat().st_size > 0
