@@ -23,9 +23,9 @@ Validation during training: the losses are also computed on the training images 
 augmentation). Nothing is selected with them (no early stopping; the last checkpoint is always
 evaluated), so a held-out part would only take data from training; they show the fit.
 
-Class-balanced sampling (``ClassBalancedSampler`` with ``PAPER_WEIGHTS``): images without a mass
-get MASS_FREE_SHARE of the draws; the others are drawn in proportion to their label's weight,
-benign 150, malignant 75.
+Class-balanced sampling (``ftmtl.inbreast.folds.balanced_sampler``): images without a mass get
+MASS_FREE_SHARE of the draws; the others are drawn by SAMPLER_WEIGHTS (the paper's benign 150,
+malignant 75, or "balanced": inverse to each label's count in the fold).
 """
 
 from __future__ import annotations

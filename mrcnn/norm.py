@@ -40,7 +40,15 @@ class BatchNorm(layers.BatchNormalization):
 
 
 class GroupNorm(layers.GroupNormalization):
-    """GroupNorm under a class of our own, so that callers can tell norm layers apart."""
+    """GroupNorm under a class of our own, so that callers can tell norm layers apart.
+
+    It computes in float32 whatever the model's mixed-precision policy: its group moments in
+    bfloat16 move the losses by several percent (Keras' BatchNorm takes the same care). The
+    next layer casts its float32 output back to the policy's dtype."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("dtype", "float32")  # mrcnn.precision.FLOAT32 (it imports config)
+        super().__init__(**kwargs)
 
 
 def resolve_norm(norm: str | None, train_bn: bool | None = False) -> str:

@@ -45,7 +45,9 @@ def test_defaults_and_quick_defaults():
     assert quick.epochs == 3 and quick.steps == bench.QUICK["steps"]
     assert quick.seeds == bench.QUICK["seeds"] and quick.image_size == 64
     assert bench.config_overrides(quick)["OPTIMIZER"] == "adam"
-    assert bench.config_overrides(quick)["IMAGE_MAX_DIM"] == 64
+    # fpn_cpu crops: --image-size is the prepared images' size; --quick also crops 64 px.
+    assert bench.config_overrides(quick)["PREPARED_IMAGE_SIZE"] == 64
+    assert bench.config_overrides(quick)["IMAGE_MIN_DIM"] == 64
 
 
 def test_seeds_must_keep_the_data_sets_apart():

@@ -285,6 +285,18 @@ def test_default_weights_follow_the_backbone():
     assert inbreast.resolve_weights("coco", make_config("paper_cpu")) == "coco"
 
 
+def test_the_recipe_follows_the_weights_and_last_keeps_the_presets():
+    from ftmtl.presets import make_config
+
+    cpu, paper = make_config("fpn_cpu"), make_config("paper")
+    assert not inbreast.uses_pretrained_recipe("none", paper)
+    assert inbreast.uses_pretrained_recipe("imagenet", cpu)
+    assert inbreast.uses_pretrained_recipe("run/mask_rcnn_x_0003.h5", cpu)
+    # A resumed run continues the schedule its preset starts with.
+    assert not inbreast.uses_pretrained_recipe("last", cpu)
+    assert inbreast.uses_pretrained_recipe("last", paper)
+
+
 # ------------------------------------------------------------------------------------ demo
 @pytest.mark.slow
 def test_demo_quick_runs_end_to_end(tmp_path, capsys):

@@ -113,7 +113,8 @@ def test_weights_imagenet_needs_the_loader(tmp_path):
 
 MODELS = ("ftmtl", "maskrcnn")
 RUN = {"folds": 2, "preset": "paper_cpu", "schedule_epochs": 1, "steps_per_epoch": 2,
-       "config_overrides": {"VALIDATION_STEPS": 1}, "progress": False}
+       "image_size": 96, "config_overrides": {"VALIDATION_STEPS": 1, "IMAGE_MIN_DIM": 64},
+       "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -139,10 +140,14 @@ def test_every_output_exists(finished_run):
             saved = json.loads((run_dir / "result.json").read_text())
             EvaluationResult.from_dict(saved["evaluation"])
             history = json.loads((run_dir / "history.json").read_text())
-            assert list(history) == ["rpn", "heads", "all"]
-            # Three one-epoch stages; crossval keeps the last checkpoint only.
+            # From scratch (weights None): the one joint stage, one epoch.
+            assert list(history) == ["joint"]
+            # crossval keeps the last checkpoint only.
             checkpoints = [p.name for p in (run_dir / "logs").rglob("mask_rcnn_*.h5")]
-            assert len(checkpoints) == 1 and checkpoints[0].endswith("_0003.h5"), checkpoints
+            assert len(checkpoints) == 1 and checkpoints[0].endswith("_0001.h5"), checkpoints
+            assert saved["image_size"] == 96
+            config = json.loads(next((run_dir / "logs").rglob("config.json")).read_text())
+            assert config["PREPARED_IMAGE_SIZE"] == 96  # the config says what the data was
     summary = json.loads((out / "results.json").read_text())
     assert summary["models"] == list(MODELS) and summary["folds_done"]["ftmtl"] == [0, 1]
     text = (out / "results.md").read_text()

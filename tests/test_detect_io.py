@@ -238,7 +238,7 @@ def tiny_model(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("weights")
     config = make_config("paper_cpu", "ftmtl", IMAGE_MIN_DIM=64, IMAGE_MAX_DIM=64,
-                         IMAGES_PER_GPU=1, DETECTION_MIN_CONFIDENCE=0.0)
+                         PREPARED_IMAGE_SIZE=64, IMAGES_PER_GPU=1, DETECTION_MIN_CONFIDENCE=0.0)
     model = build_model("inference", config, folder)
     path = folder / "tiny.h5"
     model.save_weights(path)
@@ -252,7 +252,8 @@ def test_detect_writes_json_and_png_in_dicom_coordinates(tmp_path, tiny_model):
     dicom = data / "AllDICOMs" / manifest.images[0].dicom_name
     out = tmp_path / "out"
     code = main(["-q", "detect", str(dicom), "--weights", str(tiny_weights),
-                 "--preset", "paper_cpu", "--image-size", "64", "--min-confidence", "0",
+                 "--preset", "paper_cpu", "--image-size", "64", "--set", "IMAGE_MIN_DIM=64",
+                 "--min-confidence", "0",
                  "--out", str(out)])
     assert code == 0
     stem = dicom.stem

@@ -10,10 +10,11 @@ import os
 
 import numpy as np
 import pytest
+from tiny_config import TinyShapesConfig
 
 from ftmtl.presets import build_model, make_config
 from mrcnn.model import MaskRCNN
-from samples.shapes.shapes import ShapesConfig, ShapesDataset
+from samples.shapes.shapes import ShapesDataset
 
 CALLS = 100
 WARM = 20
@@ -36,7 +37,7 @@ def images() -> list[np.ndarray]:
     return [found[0], found[1][:48], found[2][:, :40], found[3]]
 
 
-class MemoryConfig(ShapesConfig):
+class MemoryConfig(TinyShapesConfig):
     NAME = "memory"
     IMAGES_PER_GPU = 1
     DETECTION_MIN_CONFIDENCE = 0.0  # keep detections (and their mask pasting) in every call
@@ -47,7 +48,8 @@ def maskrcnn(tmp_path) -> MaskRCNN:
 
 
 def ftmtl(tmp_path) -> MaskRCNN:
-    config = make_config("paper_cpu", IMAGE_MIN_DIM=64, IMAGE_MAX_DIM=64, MEAN_PIXEL=128.0,
+    config = make_config("paper_cpu", IMAGE_RESIZE_MODE="square", IMAGE_MIN_DIM=64,
+                         IMAGE_MAX_DIM=64, MEAN_PIXEL=128.0,
                          RPN_ANCHOR_SCALES=(8, 16, 32, 64), MASK_HEAD_CHANNELS=16,
                          IMAGES_PER_GPU=1, DETECTION_MIN_CONFIDENCE=0.0)
     return build_model("inference", config, tmp_path)

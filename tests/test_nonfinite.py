@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tiny_config import TinyConfig
+from tiny_config import TinyConfig, TinyShapesConfig
 
 from mrcnn.box_ops import extract_bboxes
 from mrcnn.data import (
@@ -23,7 +23,7 @@ from mrcnn.data import (
 from mrcnn.dataset import Dataset
 from mrcnn.model import MaskRCNN, NonFiniteLossError
 from mrcnn.weights import load_legacy_h5
-from samples.shapes.shapes import ShapesConfig, ShapesDataset
+from samples.shapes.shapes import ShapesDataset
 
 
 class Painted(Dataset):
@@ -183,7 +183,7 @@ def test_scattered_pixels_that_vanish_at_the_mini_mask_size_are_dropped(caplog):
 
 
 # ---------------------------------------------------------------------------- NaN loss
-class NanConfig(ShapesConfig):
+class NanConfig(TinyShapesConfig):
     NAME = "nan"
     IMAGES_PER_GPU = 2
     STEPS_PER_EPOCH = 1

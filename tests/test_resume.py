@@ -17,12 +17,13 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from tiny_config import TinyShapesConfig
 
 from mrcnn import checkpoint
 from mrcnn.config import ConfigError
 from mrcnn.model import MaskRCNN
 from mrcnn.weights import load_legacy_h5
-from samples.shapes.shapes import ShapesConfig, ShapesDataset
+from samples.shapes.shapes import ShapesDataset
 
 SCRIPTS = Path(__file__).parent / "scripts"
 REPO = SCRIPTS.parents[1]
@@ -63,7 +64,7 @@ class RecordOptimizer(keras.callbacks.Callback):
         self.after_epoch[epoch + 1] = snapshot(self.model.optimizer)
 
 
-class ResumeConfig(ShapesConfig):
+class ResumeConfig(TinyShapesConfig):
     NAME = "resume"
     IMAGES_PER_GPU = 1
     STEPS_PER_EPOCH = STEPS

@@ -24,7 +24,7 @@ from samples.shapes.shapes import ShapesDataset
 SIZE = 64
 TINY = {"IMAGE_MIN_DIM": SIZE, "IMAGE_MAX_DIM": SIZE, "MEAN_PIXEL": 128.0,
         "RPN_ANCHOR_SCALES": (8, 16, 32, 64), "MASK_HEAD_CHANNELS": 16,
-        "STEPS_PER_EPOCH": 1, "TRAIN_BN": False}
+        "STEPS_PER_EPOCH": 1, "NORM": None, "TRAIN_BN": False, "IMAGE_RESIZE_MODE": "square"}
 
 # Layer names of the tiny C4 network, by part.
 BACKBONE_LAYERS = ["tiny_c1_conv1", "tiny_c4_conv2", "tiny_c3_bn1"]

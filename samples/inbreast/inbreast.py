@@ -154,11 +154,14 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                         "branch (default: %(default)s)")
     p.add_argument("--preset", choices=PRESET_NAMES, default="paper",
                    help="network and training settings: paper (ResNet-50 C4, 512 px), fpn "
-                        "(Matterport's FPN layout), paper_cpu / fpn_cpu (tiny backbone, 128 px) "
+                        "(Matterport's FPN layout), paper_cpu / fpn_cpu (tiny backbone, "
+                        "GroupNorm, trained from scratch on 128-px crops of 384-px images) "
                         "(default: %(default)s)")
     p.add_argument("--image-size", type=positive_int, metavar="S",
-                   help="model input side in pixels (breast crop resized to S, padded to SxS); "
-                        "must divide by the backbone's largest stride (default: the preset's)")
+                   help="square presets (paper, fpn): the model input side (breast crop "
+                        "resized to S, padded to SxS; a multiple of the largest stride); crop "
+                        "presets (*_cpu): the prepared images' long side (the crops stay "
+                        "IMAGE_MIN_DIM) (default: the preset's)")
     p.add_argument("--set", dest="overrides", type=override_arg, action="append", default=[],
                    metavar="NAME=VALUE",
                    help="override a config attribute, e.g. --set DETECTION_MIN_CONFIDENCE=0.3 "
@@ -187,13 +190,15 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, metavar="N",
                    help="steps per epoch (default: the preset's STEPS_PER_EPOCH)")
     p.add_argument("--lr", type=positive_float, metavar="LR",
-                   help="learning rate of every stage (default: the preset's, 0.005 as in the "
-                        "paper)")
+                   help="learning rate of every stage (default: the preset's LEARNING_RATE: "
+                        "0.005 as in the paper, 0.001 (Adam) for the *_cpu presets)")
     p.add_argument("--no-augment", action="store_true",
                    help="train without the paper's online augmentation")
     p.add_argument("--no-balance", action="store_true",
-                   help="draw training images uniformly instead of the paper's class-balanced "
-                        "sampling (benign x150, malignant x75)")
+                   help="draw training images uniformly instead of the class-balanced "
+                        "sampling (MASS_FREE_SHARE of the draws for images without a mass, the "
+                        "rest by SAMPLER_WEIGHTS: the paper's benign x150 / malignant x75, or "
+                        "balanced)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,9 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace DICOMs and XMLs already in --out")
     p.set_defaults(handler=cmd_synth)
 
-    p = commands.add_parser("train", help="train with the paper's three-stage schedule",
-                            description="Train FT-MTL-Net or Mask R-CNN: stage rpn, then heads, "
-                                        "then all (Table 1), a checkpoint each epoch.")
+    p = commands.add_parser("train", help="train one model (a checkpoint an epoch)",
+                            description="Train FT-MTL-Net or Mask R-CNN, a checkpoint each "
+                                        "epoch: from pretrained weights the paper's stages rpn, "
+                                        "heads, all (Table 1); from scratch (--weights none) "
+                                        "one joint stage with warm-up and cosine decay.")
     p.add_argument("--dataset", required=True, metavar="DIR",
                    help="INbreast folder (INbreast.csv, AllDICOMs, AllXML)")
     _add_model_options(p)
@@ -292,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float, metavar="LR",
                    help="learning rate (default: the preset's)")
     p.add_argument("--image-size", type=positive_int, metavar="S",
-                   help="model input side in pixels (default: the preset's)")
+                   help="model input side (square presets) or prepared images' long side "
+                        "(crop presets, *_cpu) in pixels (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="fold and sampling seed "
                                                        "(default: %(default)s)")
     p.add_argument("--weights", metavar="W",
@@ -308,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("demo", help="synthetic data + a small FT-MTL vs Mask R-CNN "
                                          "comparison on the CPU",
                             description="Generate a synthetic INbreast into OUT/data, "
-                                        "cross-validate both models at CPU size (about 20 "
+                                        "cross-validate both models at CPU size (about 15 "
                                         "minutes on two cores) and write OUT/results.md with "
                                         "plots.")
     p.add_argument("--out", default="demo", metavar="DIR",
@@ -350,8 +358,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = build_model("training", config, model_dir(args))
     weights = resolve_weights(args.weights, config)
     load_initial_weights(model, weights)
-    stages = schedule_for(config, pretrained=weights != "none",
-                          epochs=args.epochs or recipe_epochs(config, weights != "none"),
+    pretrained = uses_pretrained_recipe(weights, config)
+    stages = schedule_for(config, pretrained=pretrained,
+                          epochs=args.epochs or recipe_epochs(config, pretrained),
                           learning_rate=args.lr)
     run_schedule(model, train_set, val_set, stages,
                  augmentation=None if args.no_augment else default_augmentation(),
@@ -438,7 +447,9 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     weights, exclude = crossval_weights(resolved)
     result = run_crossval(
         args.dataset, args.out, folds=args.folds, models=args.models, preset=args.preset,
-        seed=args.seed, schedule_epochs=args.epochs or recipe_epochs(config, resolved != "none"),
+        seed=args.seed,
+        schedule_epochs=args.epochs or recipe_epochs(config, uses_pretrained_recipe(resolved,
+                                                                                    config)),
         learning_rate=args.lr,
         steps_per_epoch=args.steps, image_size=args.image_size, weights=weights,
         weights_exclude=exclude, augmentation=not args.no_augment,
@@ -557,6 +568,15 @@ def resolve_weights(weights: str | None, config) -> str:
     default = IMAGENET if config.BACKBONE in ("resnet50", "resnet101") else "none"
     logger.info("--weights not given: starting from %s", default)
     return default
+
+
+def uses_pretrained_recipe(weights: str, config) -> bool:
+    """Whether a run trains with the paper's staged schedule (pretrained weights) or the
+    from-scratch joint stage. 'last' continues the recipe the preset starts with, so a resumed
+    run keeps its schedule."""
+    if weights == "last":
+        weights = resolve_weights(None, config)
+    return weights != "none"
 
 
 def load_initial_weights(model, weights: str) -> None:

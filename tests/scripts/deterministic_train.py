@@ -10,15 +10,19 @@ names included) and the per-epoch losses.
 import hashlib
 import json
 import sys
+from pathlib import Path
 
 from mrcnn.model import MaskRCNN, enable_determinism
-from samples.shapes.shapes import ShapesConfig, ShapesDataset
+from samples.shapes.shapes import ShapesDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared configs
+from tiny_config import TinyShapesConfig  # noqa: E402
 
 model_dir, seed = sys.argv[1], int(sys.argv[2])
 enable_determinism(seed)  # before the model is built: the initial weights are drawn then
 
 
-class DeterministicConfig(ShapesConfig):
+class DeterministicConfig(TinyShapesConfig):
     NAME = "det"
     IMAGES_PER_GPU = 2
     STEPS_PER_EPOCH = 2

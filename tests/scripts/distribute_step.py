@@ -5,6 +5,7 @@ Prints a JSON line: the step's total loss and a checksum of the weights after th
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -18,10 +19,13 @@ import keras  # noqa: E402
 
 from mrcnn.data import DataGenerator  # noqa: E402
 from mrcnn.model import MaskRCNN  # noqa: E402
-from samples.shapes.shapes import ShapesConfig, ShapesDataset  # noqa: E402
+from samples.shapes.shapes import ShapesDataset  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared configs
+from tiny_config import TinyShapesConfig  # noqa: E402
 
 
-class Cfg(ShapesConfig):
+class Cfg(TinyShapesConfig):
     NAME = "dist"
     IMAGES_PER_GPU = 2 if mode == "single" else 1
     GPU_COUNT = 1 if mode == "single" else 2

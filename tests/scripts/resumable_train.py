@@ -12,18 +12,22 @@ loads the last checkpoint into an inference model, runs detect once, and prints 
 import json
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 
 from mrcnn.model import MaskRCNN
-from samples.shapes.shapes import ShapesConfig, ShapesDataset
+from samples.shapes.shapes import ShapesDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared configs
+from tiny_config import TinyShapesConfig  # noqa: E402
 
 model_dir, epochs, sleep_s = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 resume = "--resume" in sys.argv[4:]
 
 
-class KillConfig(ShapesConfig):
+class KillConfig(TinyShapesConfig):
     NAME = "killme"
     IMAGES_PER_GPU = 1
     STEPS_PER_EPOCH = 3
