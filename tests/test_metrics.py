@@ -380,6 +380,15 @@ def test_paired_t_test_equals_scipy_and_hand_formula():
     assert p == pytest.approx(2 * stats.t.sf(abs(t), df=d.size - 1))
 
 
+def test_paired_t_test_of_constant_differences_is_undefined():
+    # 0.705 - 0.682 in floating point differs in the last bits from fold to fold.
+    a = [31 / 44, 31 / 44 + 0.1, 31 / 44 + 0.3]
+    b = [30 / 44, 30 / 44 + 0.1, 30 / 44 + 0.3]
+    t, p = metrics.paired_t_test(a, b)
+    assert np.isnan(t) and np.isnan(p)
+    assert all(np.isnan(v) for v in metrics.paired_t_test([1, 1], [1, 1]))
+
+
 def test_paired_t_test_rejects_bad_input():
     with pytest.raises(ValueError, match="a has 3 values and b has 2"):
         metrics.paired_t_test([1, 2, 3], [1, 2])

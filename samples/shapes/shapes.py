@@ -50,7 +50,9 @@ class ShapesConfig(Config):
     NUM_CLASSES = 1 + len(CLASS_NAMES)  # background, ellipse, rectangle
 
     IMAGES_PER_GPU = 4
-    STEPS_PER_EPOCH = 250
+    # The README trains 4 epochs: 1500 steps here (measured 0.85 mAP@0.5 after 1000), 1000
+    # for the pyramid, each within about 4.5 minutes on 2 CPU cores (docs/training.md).
+    STEPS_PER_EPOCH = 375
     VALIDATION_STEPS = 2
 
     IMAGE_MIN_DIM = SHAPES_IMAGE_SIZE
@@ -91,6 +93,7 @@ class ShapesFPNConfig(ShapesConfig):
     """The same toy task on Matterport's pyramid (P2-P6, one anchor scale a level)."""
 
     NAME = "shapes_fpn"
+    STEPS_PER_EPOCH = 250
     FEATURE_LAYOUT = "fpn"
     RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
     TOP_DOWN_PYRAMID_SIZE = 64
