@@ -50,6 +50,7 @@ from mrcnn.data import DataGenerator, mold_inputs, unmold_mask
 from mrcnn.detection import DetectionLayer
 from mrcnn.heads import HeadOutputs, box_head, classifier, head_initializer, mask_head
 from mrcnn.lr_schedule import learning_rate_schedule
+from mrcnn.malloc import tune_malloc
 from mrcnn.norm import BatchNorm, config_norm
 from mrcnn.precision import FLOAT32, precision_scope
 from mrcnn.rpn import ProposalLayer, build_rpn_model
@@ -275,6 +276,7 @@ class MaskRCNN:
                  strategy: tf.distribute.Strategy | None = None) -> None:
         if mode not in ("training", "inference"):
             raise ValueError(f"MaskRCNN: mode must be 'training' or 'inference', got {mode!r}")
+        tune_malloc()
         self.mode = mode
         self.config = config
         self.model_dir = str(model_dir)
