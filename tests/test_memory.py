@@ -1,7 +1,9 @@
 """Memory: repeated ``detect`` calls neither grow the process nor retrace the graph.
 
 RSS is read from /proc (Linux). The first calls warm caches (TF's allocator, the traced graph),
-so growth is measured from call 20 to call 100. No timing asserts; the full-size figures are
+so growth is measured from call 20 on, in two windows of 40 calls: a leak grows the process in
+each window, while the allocator's one-off steps (a new heap page range, mrcnn/malloc.py keeps
+the peak heap) land in one of them. No timing asserts; the full-size figures are
 in benchmarks/bench_memory.py and docs/robustness.md."""
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from samples.shapes.shapes import ShapesDataset
 
 CALLS = 100
 WARM = 20
-# A leak of one molded 64x64x3 float32 input per call would add 80 x 48 KiB = 3.75 MiB.
-MAX_GROWTH_MIB = 3.0
+WINDOW = 40
+# A leak of one molded 64x64x3 float32 input per call would add 40 x 48 KiB = 1.9 MiB a window.
+MAX_WINDOW_GROWTH_MIB = 1.5
 
 
 def rss_mib() -> float:
@@ -67,5 +70,5 @@ def test_repeated_detect_is_flat_and_traces_once(build, tmp_path):
         rss.append(rss_mib())
     assert found > 0  # the calls did produce detections, so the whole path ran
     assert model._predict.experimental_get_tracing_count() == 1
-    growth = rss[-1] - rss[WARM - 1]
-    assert growth < MAX_GROWTH_MIB, (growth, rss[WARM - 1::10])
+    windows = [rss[start + WINDOW - 1] - rss[start - 1] for start in range(WARM, CALLS, WINDOW)]
+    assert min(windows) < MAX_WINDOW_GROWTH_MIB, (windows, rss[WARM - 1::10])
