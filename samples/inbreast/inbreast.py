@@ -55,8 +55,9 @@ DEMO_QUICK_DATA = {"n_patients": 4, "image_shape": (256, 192), "difficulty": 0.5
 _DEMO_COMMON = {"preset": "fpn_cpu", "augmentation": True,
                 "config_overrides": {"DETECTION_MIN_CONFIDENCE": 0.05}}
 # Measured: 3 folds x 300 steps took 15 min 10 s and found 3 of 44 masses (the recipe needs
-# about 600 steps before the masses show); 2 folds x 450 steps fit the same time.
-DEMO_RUN = {**_DEMO_COMMON, "folds": 2, "schedule_epochs": 15, "steps_per_epoch": 30,
+# about 600 steps before the masses show); 2 folds x 450 steps took 36 min on a VM whose steps
+# were twice as slow (0.9 s before mrcnn/malloc.py, 0.66 s after). 2 folds x 180 steps fit there.
+DEMO_RUN = {**_DEMO_COMMON, "folds": 2, "schedule_epochs": 6, "steps_per_epoch": 30,
             "image_size": None}
 DEMO_QUICK_RUN = {**_DEMO_COMMON, "preset": "paper_cpu", "folds": 2, "schedule_epochs": 1,
                   "steps_per_epoch": 2, "image_size": 64,
