@@ -57,10 +57,10 @@ from samples.inbreast.inbreast import (  # noqa: E402  (no TensorFlow at import)
     DEMO_DATA,
     MODEL_NAMES,
     PRESET_NAMES,
+    add_budget_options,
     image_shape_arg,
     model_list_arg,
     override_arg,
-    positive_float,
     positive_int,
 )
 
@@ -160,14 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "prepared images' long side in crop mode (default: the preset's)")
     p.add_argument("--difficulty", type=float, metavar="D",
                    help="generator difficulty 0..1 (default: the generator's own)")
-    p.add_argument("--epochs", type=positive_int, metavar="E",
-                   help="epochs of the from-scratch stage, or of each of the paper's three "
-                        "stages with pretrained weights (default: the recipe's, "
-                        "SCRATCH_EPOCHS or 10 a stage)")
-    p.add_argument("--steps", type=positive_int, metavar="N",
-                   help="steps per epoch (default: the preset's STEPS_PER_EPOCH)")
-    p.add_argument("--lr", type=positive_float, metavar="LR",
-                   help="learning rate (default: the preset's LEARNING_RATE)")
+    add_budget_options(p)
     p.add_argument("--set", dest="overrides", type=override_arg, action="append", default=[],
                    metavar="NAME=VALUE",
                    help="config override for both models, after BENCH_OVERRIDES "

@@ -184,7 +184,9 @@ def _add_fold_options(p: argparse.ArgumentParser, action: str) -> None:
                    help="seed of the fold split and of sampling (default: %(default)s)")
 
 
-def _add_training_options(p: argparse.ArgumentParser) -> None:
+def add_budget_options(p: argparse.ArgumentParser) -> None:
+    """--epochs, --steps and --lr: the training budget, as train, crossval and the benchmarks
+    take it."""
     p.add_argument("--epochs", type=positive_int, metavar="E",
                    help="from pretrained weights: epochs per stage of the paper's schedule "
                         "(rpn, heads, all; default 10, the paper's); from scratch (--weights "
@@ -195,6 +197,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=positive_float, metavar="LR",
                    help="learning rate of every stage (default: the preset's LEARNING_RATE: "
                         "0.005 as in the paper, 0.001 (Adam) for the *_cpu presets)")
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    add_budget_options(p)
     p.add_argument("--no-augment", action="store_true",
                    help="train without the paper's online augmentation")
     p.add_argument("--no-balance", action="store_true",
@@ -293,14 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESET_NAMES, default="paper",
                    help="network and training settings (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--epochs", type=positive_int, metavar="E",
-                   help="epochs per stage of the paper's schedule from pretrained weights "
-                        "(default 10), or of the joint stage from scratch (default: the "
-                        "preset's SCRATCH_EPOCHS)")
-    p.add_argument("--steps", type=positive_int, metavar="N",
-                   help="steps per epoch (default: the preset's)")
-    p.add_argument("--lr", type=positive_float, metavar="LR",
-                   help="learning rate (default: the preset's)")
+    add_budget_options(p)
     p.add_argument("--image-size", type=positive_int, metavar="S",
                    help="model input side (square presets) or prepared images' long side "
                         "(crop presets, *_cpu) in pixels (default: the preset's)")
