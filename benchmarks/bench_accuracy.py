@@ -93,6 +93,8 @@ MAX_SEED = 999
 REPORTED_FPI = (0.5, 1.0, 2.0, 3.67)
 VAL_CURVE_FPI = 1.0
 FOUND_IOU = 0.5
+# Mass kinds of the generator's malignant shape family (ftmtl.inbreast.phantom).
+MALIGNANT_LOOKING = ("irregular", "spiculated")
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -113,6 +115,7 @@ METRICS: tuple[tuple[str, str], ...] = (
     *((tpr_key(p), f"TPR@{p:g}FPI") for p in REPORTED_FPI),
     ("dice", "Dice (detected)"),
     ("auc", "case AUC"),
+    ("mass_auc", "mass AUC (found)"),
     ("box_ap50", "box AP@0.5"),
     ("found_iou50", f"found IoU>={FOUND_IOU:g}"),
     ("train_s", "train s"),
@@ -288,6 +291,57 @@ def masses_found(cases: Sequence[Any], iou: float = FOUND_IOU) -> tuple[int, int
     return found, total
 
 
+def found_mass_scores(cases: Sequence[Any], iou: float = FOUND_IOU
+                      ) -> tuple[list[int], list[float]]:
+    """For every benign or malignant mass hit at box IoU >= ``iou``: its label (1 malignant)
+    and p(malignant | mass) = p_m / (p_b + p_m) of the highest-scoring detection on it. The
+    classifier alone, without the veto and without the misses."""
+    import numpy as np
+
+    from ftmtl.veto import BENIGN_CLASS_ID, MALIGNANT_CLASS_ID
+    from mrcnn.box_ops import compute_overlaps
+
+    labels: list[int] = []
+    scores: list[float] = []
+    for case in cases:
+        if case.gt_boxes.shape[0] == 0 or case.rois.shape[0] == 0:
+            continue
+        overlaps = compute_overlaps(case.rois, case.gt_boxes)
+        for g, class_id in enumerate(case.gt_class_ids):
+            hits = np.flatnonzero(overlaps[:, g] >= iou)
+            if class_id not in (BENIGN_CLASS_ID, MALIGNANT_CLASS_ID) or hits.size == 0:
+                continue
+            probs = case.class_probs[hits[np.argmax(case.scores[hits])]]
+            both = probs[BENIGN_CLASS_ID] + probs[MALIGNANT_CLASS_ID]
+            labels.append(int(class_id == MALIGNANT_CLASS_ID))
+            scores.append(float(probs[MALIGNANT_CLASS_ID] / both) if both > 0 else 0.5)
+    return labels, scores
+
+
+def mass_auc(cases: Sequence[Any]) -> float | None:
+    """AUC of p(malignant | mass) over the found masses (None without both labels)."""
+    from ftmtl.metrics import roc_auc
+
+    labels, scores = found_mass_scores(cases)
+    return roc_auc(labels, scores) if len(set(labels)) == 2 else None
+
+
+def label_ceiling_auc(folder: str | os.PathLike) -> float | None:
+    """Case AUC of the generator's own shape family (irregular or spiculated: malignant-looking)
+    on a synthetic set: what a reader who sees each mass's true outline reaches. At difficulty
+    d a share 0.3 * d of the masses takes the other family's look, so no model can be expected
+    far above it. None without both labels."""
+    from ftmtl.inbreast.synthetic import read_manifest
+    from ftmtl.metrics import roc_auc
+
+    labels, scores = [], []
+    for image in read_manifest(folder).images:
+        if image.label in ("benign", "malignant") and image.masses:
+            labels.append(int(image.label == "malignant"))
+            scores.append(float(any(m.kind in MALIGNANT_LOOKING for m in image.masses)))
+    return roc_auc(labels, scores) if len(set(labels)) == 2 else None
+
+
 def _finite_or_none(value: Any) -> float | None:
     try:
         value = float(value)
@@ -303,7 +357,7 @@ def run_metrics(result: Any, cases: Sequence[Any]) -> dict[str, Any]:
     found, total = masses_found(cases)
     metrics.update(dice=_finite_or_none(result.dice_mean), auc=_finite_or_none(result.auc),
                    box_ap50=_finite_or_none(result.box_map50),
-                   found_iou50=found / total if total else None,
+                   found_iou50=found / total if total else None, mass_auc=mass_auc(cases),
                    n_found_iou50=found, n_masses=total, n_missed_iou40=int(result.n_missed),
                    n_cases=int(result.n_cases), n_labelled=int(result.n_labelled),
                    n_detected_cases=int(result.n_detected))
@@ -674,6 +728,15 @@ def report_text(payload: dict[str, Any]) -> str:
                   "differences are all equal).", ""]
     else:
         lines += ["(no paired comparison: it needs both models)", ""]
+    ceilings = {seed: facts.get("test", {}).get("label_ceiling_auc")
+                for seed, facts in sorted(payload.get("data", {}).items())}
+    if ceilings:
+        lines += ["Label ceiling, the case AUC of the generator's own shape family (oval or "
+                  "lobulated: benign-looking; irregular or spiculated: malignant-looking) on "
+                  "each test set: " + ", ".join(f"seed {s}: {_fmt(v)}"
+                                                for s, v in ceilings.items())
+                  + ". Mass AUC (found): p(malignant) of the best detection on each mass "
+                  f"found at IoU >= {FOUND_IOU:g}, the classifier without the veto.", ""]
     init = payload.get("shared_initial_weights") or {}
     if init:
         lines += ["Initial weights of the layers both models share, identical per seed: "
@@ -722,6 +785,8 @@ def prepare_seed_data(args: argparse.Namespace, seed: int, image_size: int) -> d
         facts[role] = ensure_synthetic(folder, n_patients, gen_seed, args.image_shape,
                                        args.difficulty)
         sets[f"{role}_ds"] = load_set(folder, image_size)
+        if role == "test":
+            facts[role]["label_ceiling_auc"] = label_ceiling_auc(folder)
         common.log(f"seed {seed}: {role} set {folder.name} "
                    f"({'reused' if facts[role]['reused'] else 'generated'}): "
                    f"{sets[f'{role}_ds'].summary()}")

@@ -49,6 +49,7 @@ from ftmtl.metrics import (
     roc_curve,
     tpr_vs_iou,
 )
+from ftmtl.model import ftmtl_setting
 from ftmtl.veto import BENIGN_CLASS_ID, MALIGNANT_CLASS_ID, case_malignancy_score
 from mrcnn.box_ops import compute_overlaps
 
@@ -330,7 +331,9 @@ def _class_probs_and_score(result: dict, class_ids: np.ndarray, scores: np.ndarr
     num_classes = int(getattr(config, "NUM_CLASSES", max(3, int(class_ids.max(initial=0)) + 1)))
     probs = np.zeros((class_ids.size, num_classes))
     probs[np.arange(class_ids.size), class_ids] = scores
-    return probs, case_malignancy_score(class_ids, probs, np.zeros(0))
+    return probs, case_malignancy_score(
+        class_ids, probs, np.zeros(0), scores=scores,
+        min_confidence=float(ftmtl_setting(config, "VETO_MIN_CONFIDENCE")))
 
 
 # ------------------------------------------------------------------------------ evaluation

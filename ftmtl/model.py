@@ -48,7 +48,12 @@ import tensorflow as tf
 from keras import layers
 
 from ftmtl.transfer import MaskWeightedTransfer
-from ftmtl.veto import BENIGN_CLASS_ID, MALIGNANT_CLASS_ID, MalignantVeto
+from ftmtl.veto import (
+    BENIGN_CLASS_ID,
+    MALIGNANT_CLASS_ID,
+    VETO_MIN_CONFIDENCE,
+    MalignantVeto,
+)
 from mrcnn.config import Config, ConfigError
 from mrcnn.detection import classify, refine_boxes, select_detections, window_from_meta
 from mrcnn.heads import (
@@ -74,6 +79,7 @@ FTMTL_DEFAULTS: dict[str, Any] = {
     "TRANSFER_STOP_GRADIENT": False,
     "BENIGN_CLASS_ID": BENIGN_CLASS_ID,
     "MALIGNANT_CLASS_ID": MALIGNANT_CLASS_ID,
+    "VETO_MIN_CONFIDENCE": VETO_MIN_CONFIDENCE,
 }
 
 
@@ -95,6 +101,10 @@ def check_ftmtl_config(config) -> None:
                               f"({config.NUM_CLASSES}), got {value}")
     if ftmtl_setting(config, "BENIGN_CLASS_ID") == ftmtl_setting(config, "MALIGNANT_CLASS_ID"):
         raise ConfigError(f"{name}.MALIGNANT_CLASS_ID: must differ from BENIGN_CLASS_ID")
+    veto = ftmtl_setting(config, "VETO_MIN_CONFIDENCE")
+    if isinstance(veto, bool) or not isinstance(veto, int | float) or not 0 <= veto <= 1:
+        raise ConfigError(f"{name}.VETO_MIN_CONFIDENCE: must be a number in [0, 1], "
+                          f"got {veto!r}")
 
 
 class FTMTLConfig(Config):
@@ -113,6 +123,9 @@ class FTMTLConfig(Config):
     # Class ids the malignant veto reads.
     BENIGN_CLASS_ID = BENIGN_CLASS_ID
     MALIGNANT_CLASS_ID = MALIGNANT_CLASS_ID
+    # The veto reads detections scoring at least this (the paper's 0.5), also when
+    # DETECTION_MIN_CONFIDENCE keeps lower ones for the FROC (ftmtl.veto says why).
+    VETO_MIN_CONFIDENCE = VETO_MIN_CONFIDENCE
     # Share of training draws that are images without a mass, used by the class-balanced
     # sampler (mrcnn.sampling.DEFAULT_MASS_FREE_SHARE says why).
     MASS_FREE_SHARE = 0.2
@@ -315,6 +328,7 @@ class FTMTLNet(MaskRCNN):
         case_score = MalignantVeto(
             benign_class=ftmtl_setting(config, "BENIGN_CLASS_ID"),
             malignant_class=ftmtl_setting(config, "MALIGNANT_CLASS_ID"),
+            min_confidence=ftmtl_setting(config, "VETO_MIN_CONFIDENCE"),
             name="ftmtl_case_score")([detections, detection_probs, probs, refined])
         return {
             "detections": detections,

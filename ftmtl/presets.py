@@ -96,7 +96,10 @@ _CPU: dict[str, Any] = {
     "MINI_MASK_SHAPE": (28, 28),
     "IMAGES_PER_GPU": 4,
     "STEPS_PER_EPOCH": 50,
-    "SCRATCH_EPOCHS": 24,
+    # 2,400 steps: against 1,200, seed 0 of the accuracy benchmark found 38 of 44 test masses
+    # instead of 31 (TPR at 1 FPI 0.73 against 0.59, box AP 0.30 against 0.11); the losses were
+    # still falling at 1,200 (docs/training.md).
+    "SCRATCH_EPOCHS": 48,
     "VALIDATION_STEPS": 2,
     "RPN_TRAIN_ANCHORS_PER_IMAGE": 64,
     "PRE_NMS_LIMIT": 512,

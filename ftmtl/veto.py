@@ -13,6 +13,12 @@ makes the case malignant. So:
 
 Probabilities are the classifier's softmax outputs, not the detection scores (1 - p_bg).
 Detections of other foreground classes (with more than three classes) count as no detection.
+
+The paper's veto reads the boxes kept "above a threshold (e.g. 0.5)". Evaluations keep
+detections down to a lower DETECTION_MIN_CONFIDENCE so that the FROC reaches several false
+positives per image; ``min_confidence`` (FTMTLConfig.VETO_MIN_CONFIDENCE, 0.5) keeps those
+low-confidence boxes out of the case score, which they would otherwise decide whenever one of
+them is called malignant. Detections below it count as no detection.
 """
 
 from __future__ import annotations
@@ -25,19 +31,30 @@ from mrcnn.targets import valid_roi_mask
 
 BENIGN_CLASS_ID = 1
 MALIGNANT_CLASS_ID = 2
+# The paper's detection threshold: the boxes the veto reads (FTMTLConfig.VETO_MIN_CONFIDENCE).
+VETO_MIN_CONFIDENCE = 0.5
 
 
 def case_malignancy_score(class_ids, class_probs, proposal_malignant_probs,
                           benign_class: int = BENIGN_CLASS_ID,
-                          malignant_class: int = MALIGNANT_CLASS_ID) -> float:
+                          malignant_class: int = MALIGNANT_CLASS_ID,
+                          scores=None, min_confidence: float = 0.0) -> float:
     """The veto score of one case.
 
     class_ids [D]: predicted class per detection (0 rows are padding and ignored);
     class_probs [D, K]: the classifier's probabilities per detection;
-    proposal_malignant_probs [P]: p(malignant) of the case's real refined proposals.
+    proposal_malignant_probs [P]: p(malignant) of the case's real refined proposals;
+    scores [D] (with ``min_confidence``): detections scoring below ``min_confidence`` count
+    as no detection.
     """
     class_ids = np.asarray(class_ids).reshape(-1).astype(np.int64)
     proposal_probs = np.asarray(proposal_malignant_probs, dtype=np.float64).reshape(-1)
+    if scores is not None:
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        if scores.size != class_ids.size:
+            raise ValueError(f"case_malignancy_score: {scores.size} scores for "
+                             f"{class_ids.size} class ids")
+        class_ids = np.where(scores >= min_confidence, class_ids, 0)
     if class_ids.size == 0:
         return _proposal_fallback(proposal_probs)
     class_probs = np.asarray(class_probs, dtype=np.float64)
@@ -69,20 +86,24 @@ class MalignantVeto(Float32Layer):
 
     Inputs ``[detections [B, D, 6] (y1, x1, y2, x2, class_id, score), detection_probs
     [B, D, K], proposal_probs [B, N, K], proposals [B, N, 4]]``; zero-area proposals are
-    padding. Output ``[B]`` float32.
+    padding; detections scoring below ``min_confidence`` count as none. Output ``[B]`` float32.
     """
 
     supports_jit = False
 
     def __init__(self, benign_class: int = BENIGN_CLASS_ID,
-                 malignant_class: int = MALIGNANT_CLASS_ID, **kwargs) -> None:
+                 malignant_class: int = MALIGNANT_CLASS_ID, min_confidence: float = 0.0,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.benign_class = int(benign_class)
         self.malignant_class = int(malignant_class)
+        self.min_confidence = float(min_confidence)
 
     def call(self, inputs):
         detections, detection_probs, proposal_probs, proposals = inputs
         class_ids = tf.cast(tf.round(detections[..., 4]), tf.int32)
+        confident = tf.cast(detections[..., 5], tf.float32) >= self.min_confidence
+        class_ids = tf.where(confident, class_ids, 0)
         detection_probs = tf.cast(detection_probs, tf.float32)
         lowest = tf.constant(-np.inf, tf.float32)
 
@@ -107,5 +128,6 @@ class MalignantVeto(Float32Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(benign_class=self.benign_class, malignant_class=self.malignant_class)
+        config.update(benign_class=self.benign_class, malignant_class=self.malignant_class,
+                      min_confidence=self.min_confidence)
         return config

@@ -72,6 +72,45 @@ def test_masses_found_counts_each_mass_at_iou_half():
     assert bench.masses_found(cases) == (2, 4)
 
 
+def test_found_mass_scores_read_the_best_detection_on_each_found_mass():
+    def case(rois, scores, probs, gt, gt_ids):
+        return SimpleNamespace(rois=np.array(rois, float).reshape(-1, 4),
+                               scores=np.array(scores, float),
+                               class_probs=np.array(probs, float).reshape(-1, 3),
+                               gt_boxes=np.array(gt, float).reshape(-1, 4),
+                               gt_class_ids=np.array(gt_ids, int))
+
+    cases = [
+        # Two detections on the malignant mass: the higher-scoring one (0.9) is read,
+        # p_m / (p_b + p_m) = 0.6 / 0.8; the far detection hits nothing.
+        case([[0, 0, 10, 10], [0, 0, 10, 11], [50, 50, 60, 60]], [0.7, 0.9, 0.99],
+             [[0.3, 0.1, 0.6], [0.2, 0.2, 0.6], [0.0, 0.0, 1.0]], [[0, 0, 10, 10]], [2]),
+        # A benign mass found (IoU 0.5), a second one missed.
+        case([[0, 0, 10, 20]], [0.5], [[0.5, 0.4, 0.1]], [[0, 0, 10, 10], [70, 70, 80, 80]],
+             [1, 1]),
+        case([], [], [], [[0, 0, 10, 10]], [2]),  # no detection
+    ]
+    labels, scores = bench.found_mass_scores(cases)
+    assert labels == [1, 0]
+    np.testing.assert_allclose(scores, [0.75, 0.2])
+    assert bench.mass_auc(cases) == 1.0
+    assert bench.mass_auc(cases[:1]) is None  # one label only
+
+
+def test_label_ceiling_is_the_shape_family_auc_of_the_manifest(tmp_path):
+    from ftmtl.inbreast.synthetic import generate_synthetic_inbreast
+    from ftmtl.metrics import roc_auc
+
+    manifest = generate_synthetic_inbreast(tmp_path, n_patients=6, seed=5,
+                                           image_shape=(128, 96), faults=False)
+    labelled = [image for image in manifest.images
+                if image.label != "normal" and image.masses]
+    labels = [image.label == "malignant" for image in labelled]
+    looks = [any(m.kind in ("irregular", "spiculated") for m in image.masses)
+             for image in labelled]
+    assert bench.label_ceiling_auc(tmp_path) == pytest.approx(roc_auc(labels, looks))
+
+
 def test_paired_comparison_is_scipys_paired_t_test():
     a = {0: {"auc": 0.9, "dice": 0.5}, 1: {"auc": 0.8, "dice": None}, 2: {"auc": 0.85}}
     b = {0: {"auc": 0.7, "dice": 0.4}, 1: {"auc": 0.75, "dice": 0.3}, 2: {"auc": 0.8}}

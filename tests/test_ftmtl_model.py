@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from ftmtl.model import BASELINE_CLASSIFIER_LAYER, FTMTL_CLASSIFIER_LAYER, FTMTLNet
 from ftmtl.presets import build_model, make_config
-from ftmtl.veto import case_malignancy_score
+from ftmtl.veto import VETO_MIN_CONFIDENCE, case_malignancy_score
 from mrcnn.anchors import get_anchors
 from mrcnn.config import Config, ConfigError
 from mrcnn.data import DataGenerator, mold_inputs
@@ -208,7 +208,8 @@ def test_detections_use_the_foreground_score_and_the_veto_is_computed_in_graph(o
     assert np.all(np.diff(detections[real, 5]) <= 0)
     valid = np.any(outputs["refined_rois"][0] != 0, axis=1)
     expected = case_malignancy_score(detections[:, 4], probs,
-                                     outputs["mrcnn_class"][0][valid, 2])
+                                     outputs["mrcnn_class"][0][valid, 2],
+                                     scores=detections[:, 5], min_confidence=VETO_MIN_CONFIDENCE)
     assert outputs["case_score"][0] == pytest.approx(expected, abs=1e-6)
 
 

@@ -149,6 +149,9 @@ def test_bad_names_and_values_are_refused_clearly():
         make_config("fpn", CLASS_SPECIFIC_BOXES=True)
     with pytest.raises(ConfigError, match="MALIGNANT_CLASS_ID"):
         make_config("paper", MALIGNANT_CLASS_ID=3)
+    for bad in (1.5, -0.1, "0.5", True):
+        with pytest.raises(ConfigError, match="VETO_MIN_CONFIDENCE"):
+            make_config("paper", VETO_MIN_CONFIDENCE=bad)
 
 
 def test_build_model_gives_ftmtlnet_for_both_twins(tmp_path):

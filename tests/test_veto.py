@@ -103,3 +103,39 @@ def test_layer_equals_numpy_on_random_batches():
 def test_mismatched_rows_are_refused_with_the_shapes():
     with pytest.raises(ValueError, match=r"class_probs must be \[D, K\] with D = 2"):
         case_malignancy_score([1, 2], [[0.1, 0.2, 0.7]], [])
+
+
+def test_detections_below_the_veto_threshold_count_as_none():
+    probs = [[0.1, 0.2, 0.7], [0.05, 0.9, 0.05]]
+    # The malignant box scores 0.4: below 0.5 it is left out and the benign one decides.
+    assert case_malignancy_score([2, 1], probs, [0.6], scores=[0.4, 0.95],
+                                 min_confidence=0.5) == pytest.approx(1.0 - 0.9)
+    # Without a threshold the low-confidence malignant box decides.
+    assert case_malignancy_score([2, 1], probs, [0.6], scores=[0.4, 0.95]) == pytest.approx(0.7)
+    # Every box below: the proposal fallback, as for an image without detections.
+    assert case_malignancy_score([2, 1], probs, [0.6], scores=[0.4, 0.45],
+                                 min_confidence=0.5) == pytest.approx(0.6)
+    # A score exactly at the threshold counts.
+    assert case_malignancy_score([2], probs[:1], [0.6], scores=[0.5],
+                                 min_confidence=0.5) == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="1 scores for 2 class ids"):
+        case_malignancy_score([2, 1], probs, [], scores=[0.4], min_confidence=0.5)
+
+
+def test_layer_threshold_equals_numpy_on_random_batches():
+    rng = np.random.default_rng(1)
+    b, d, n = 16, 5, 7
+    det_probs = rng.dirichlet([1, 1, 1], size=(b, d)).astype(np.float32)
+    prop_probs = rng.dirichlet([1, 1, 1], size=(b, n)).astype(np.float32)
+    detections = np.zeros((b, d, 6), np.float32)
+    detections[..., 4] = rng.integers(0, 3, size=(b, d))
+    detections[..., 5] = rng.uniform(0.05, 1.0, size=(b, d))
+    proposals = np.tile(np.array([0.1, 0.1, 0.4, 0.4], np.float32), (b, n, 1))
+    layer = MalignantVeto(min_confidence=0.5)
+    assert MalignantVeto.from_config(layer.get_config()).min_confidence == 0.5
+    scores = layer([tf.constant(x) for x in
+                    (detections, det_probs, prop_probs, proposals)]).numpy()
+    for i in range(b):
+        expected = case_malignancy_score(detections[i, :, 4], det_probs[i], prop_probs[i, :, 2],
+                                         scores=detections[i, :, 5], min_confidence=0.5)
+        assert scores[i] == pytest.approx(expected, abs=1e-6)
