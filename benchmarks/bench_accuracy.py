@@ -1,6 +1,6 @@
 """Accuracy judge: FT-MTL-Net against its twin (the same network without the transfer branch).
 
-    .venv/bin/python benchmarks/bench_accuracy.py                 # full run, about an hour
+    .venv/bin/python benchmarks/bench_accuracy.py                 # full run, 70-90 min
     .venv/bin/python benchmarks/bench_accuracy.py --quick --out /tmp/acc   # CI smoke run
 
 For each seed ``s`` (``--seeds``, default 0 1 2) it generates three synthetic INbreast sets, at
@@ -178,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-s", type=float, default=0.0,
                    help="start no new seed after this many seconds (the finished ones are "
                         "reported); 0: no limit")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the finished runs under --out (made with the same training "
+                        "options) and evaluate their last checkpoints again with the current "
+                        "code; train only the runs that are missing")
     p.add_argument("--threads", type=int, default=None,
                    help="TensorFlow intra- and inter-op threads (default: TensorFlow's)")
     p.add_argument("-v", "--verbose", action="store_true",
@@ -481,6 +485,80 @@ def compare_fingerprints(a: dict[str, tuple[float, float]], b: dict[str, tuple[f
             "differing": [k for k in shared if a[k] != b[k]][:20]}
 
 
+# ------------------------------------------------------------------------------ resuming
+# Options that change neither the trained weights nor the test set: a run finished under
+# other values of these is still the run this command would train.
+RESUME_FREE_ARGS = frozenset({"out", "resume", "seeds", "models", "budget_s", "threads",
+                              "verbose", "no_val_curve", "val_patients"})
+
+
+def training_args(args: dict[str, Any]) -> dict[str, Any]:
+    """The options that decide what a run trains and on what it is tested, JSON-shaped."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()
+            if k not in RESUME_FREE_ARGS}
+
+
+def check_resumable(out: Path, args: dict[str, Any]) -> None:
+    """Refuse --resume when the runs under ``out`` were trained with other options: their
+    figures would be reported under this command's settings."""
+    path = out / RESULTS_JSON
+    if not path.is_file():
+        return
+    previous = json.loads(path.read_text(encoding="utf-8")).get("args", {})
+    now = json.loads(json.dumps(training_args(args), default=str))
+    before = training_args(previous)
+    differing = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if differing:
+        changes = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in differing)
+        raise SystemExit(f"--resume: the runs in {path} were trained with other options "
+                         f"({changes}); use another --out, or drop --resume to train again")
+
+
+def finished_run(run_dir: Path) -> dict[str, Any] | None:
+    """The run's record when it finished and its last checkpoint is still there."""
+    path = run_dir / "result.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if record.get("status") != "ok" or not Path(record.get("checkpoint", "")).is_file():
+        return None
+    return record
+
+
+def reevaluate(record: dict[str, Any], args: argparse.Namespace, sets: dict[str, Any],
+               run_dir: Path) -> dict[str, Any]:
+    """Evaluate a finished run's last checkpoint again with the current inference and
+    evaluation code; its training facts (time, history, stages) stay as recorded."""
+    import keras
+
+    from ftmtl.presets import build_model, make_config
+
+    config = make_config(args.preset, record["model"], **{**config_overrides(args),
+                                                          "IMAGES_PER_GPU": 1, "GPU_COUNT": 1})
+    keras.backend.clear_session()
+    inference = build_model("inference", config, run_dir / "logs")
+    result, cases, eval_s = evaluate_checkpoint(inference, record["checkpoint"], sets)
+    metrics = run_metrics(result, cases)
+    metrics["train_s"] = record["metrics"]["train_s"]
+    record = {**record, "metrics": metrics, "eval_s": round(eval_s, 1),
+              "evaluation": result.to_dict(), "resumed": True}
+    (run_dir / "result.json").write_text(json.dumps(_clean(record), indent=1),
+                                         encoding="utf-8")
+    del inference
+    keras.backend.clear_session()
+    return record
+
+
+def evaluate_checkpoint(inference, checkpoint: str | os.PathLike, sets: dict[str, Any]):
+    """(evaluation result, predicted cases, seconds) of one checkpoint on the test set."""
+    from ftmtl.evaluation import evaluate_predictions, predict_dataset
+
+    start = time.monotonic()
+    load_checkpoint(inference, checkpoint)
+    cases = predict_dataset(inference, sets["test_ds"], progress=False)
+    return evaluate_predictions(cases), cases, time.monotonic() - start
+
+
 # ------------------------------------------------------------------------------ one run
 def train_and_evaluate(model_name: str, seed: int, args: argparse.Namespace,
                        sets: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -488,7 +566,6 @@ def train_and_evaluate(model_name: str, seed: int, args: argparse.Namespace,
     import keras
 
     from ftmtl.crossval import load_initial_weights
-    from ftmtl.evaluation import evaluate_predictions, predict_dataset
     from ftmtl.inbreast.folds import balanced_sampler
     from ftmtl.presets import build_model, make_config
     from ftmtl.schedule import run_schedule, schedule_for
@@ -533,11 +610,7 @@ def train_and_evaluate(model_name: str, seed: int, args: argparse.Namespace,
         raise FileNotFoundError(f"training ended at epoch {model.epoch} but {checkpoint} is "
                                 "missing")
 
-    start = time.monotonic()
-    load_checkpoint(inference, checkpoint)
-    cases = predict_dataset(inference, sets["test_ds"], progress=False)
-    result = evaluate_predictions(cases)
-    eval_s = time.monotonic() - start
+    result, cases, eval_s = evaluate_checkpoint(inference, checkpoint, sets)
     metrics = run_metrics(result, cases)
     metrics["train_s"] = round(wall_s - recorder.eval_s, 1)
     record = {
@@ -744,6 +817,11 @@ def report_text(payload: dict[str, Any]) -> str:
                               for s, v in sorted(init.items())), ""]
     if payload.get("plots"):
         lines += ["Plots: " + ", ".join(f"`{p}`" for p in payload["plots"]), ""]
+    resumed = [f"seed {r['seed']} {r['model']}" for runs in payload["runs"].values()
+               for r in runs if r.get("resumed")]
+    if resumed:
+        lines += ["Resumed (trained by an earlier invocation, evaluated again by this one; "
+                  "the total time below leaves their training out): " + ", ".join(resumed), ""]
     lines += [f"Total time {payload.get('total_s', 0):.0f} s"
               f"{'' if payload.get('complete') else ' (incomplete run)'}.", ""]
     return "\n".join(lines)
@@ -819,6 +897,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.epochs is None:
         args.epochs = recipe_epochs(first, pretrained)
     stages = schedule_for(first, pretrained, int(args.epochs), args.lr)
+    if args.resume:
+        check_resumable(out, vars(args))
     command = "python benchmarks/bench_accuracy.py " + shlex.join(argv)
     payload: dict[str, Any] = {
         "benchmark": "accuracy", "command": command.strip(),
@@ -843,15 +923,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         fingerprints = {}
         for model in args.models:
             run_dir = out / RUNS_DIR / f"seed_{seed}" / model
+            finished = finished_run(run_dir) if args.resume else None
             try:
-                record = train_and_evaluate(model, seed, args, data["sets"], run_dir)
+                if finished is not None:
+                    common.log(f"seed {seed} {model}: resumed, its checkpoint "
+                               f"{finished['checkpoint']} evaluated again")
+                    record = reevaluate(finished, args, data["sets"], run_dir)
+                else:
+                    record = train_and_evaluate(model, seed, args, data["sets"], run_dir)
             except Exception as error:  # one failed run must not hide the others' figures
                 failures += 1
                 common.log(f"seed {seed} {model}: FAILED\n{traceback.format_exc()}")
                 record = {"model": model, "seed": seed, "status": "error",
                           "error": f"{type(error).__name__}: {error}"}
             else:
-                fingerprints[model] = record.pop("_fingerprint")
+                if "_fingerprint" in record:  # a resumed run's initial weights are gone
+                    fingerprints[model] = record.pop("_fingerprint")
                 plot = out / PLOTS_DIR / f"curves_seed{seed}_{model}.png"
                 plot_curves(record, plot)
                 record["plot"] = str(plot.relative_to(out))

@@ -62,6 +62,11 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
             factor = tf.where(step < warmup, ramp, factor)
         return self.base_rate * factor
 
+    def __repr__(self) -> str:
+        """Read in the training log: '0.001 with 200 warm-up steps, cosine over 2400 steps'."""
+        return (f"{self.base_rate:g} with {self.warmup_steps} warm-up steps, {self.decay} "
+                f"over {self.total_steps} steps")
+
     def get_config(self) -> dict:
         return {"base_rate": self.base_rate, "total_steps": self.total_steps,
                 "warmup_steps": self.warmup_steps, "decay": self.decay,

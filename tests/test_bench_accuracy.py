@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -133,6 +134,30 @@ def test_synthetic_sets_are_reused_only_with_the_same_parameters(tmp_path):
     assert json.loads((folder / "manifest.json").read_text())["seed"] == 1001
 
 
+def test_resume_refuses_runs_trained_with_other_options(tmp_path):
+    args = vars(bench.parse_args(["--quick", "--out", str(tmp_path)]))
+    bench.check_resumable(tmp_path, args)  # nothing there yet: nothing to refuse
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"args": {**args, "epochs": 5}}, default=str))
+    with pytest.raises(SystemExit, match="epochs: 5 -> 1"):
+        bench.check_resumable(tmp_path, args)
+    # Options that change no run (threads, seeds, the validation curve) do not matter.
+    same = {**args, "threads": 1, "seeds": [3], "no_val_curve": True}
+    results.write_text(json.dumps({"args": same}, default=str))
+    bench.check_resumable(tmp_path, args)
+
+
+def test_a_run_is_finished_only_with_its_checkpoint(tmp_path):
+    checkpoint = tmp_path / "last.h5"
+    record = {"status": "ok", "checkpoint": str(checkpoint)}
+    (tmp_path / "result.json").write_text(json.dumps(record))
+    assert bench.finished_run(tmp_path) is None
+    checkpoint.write_bytes(b"")
+    assert bench.finished_run(tmp_path) == record
+    (tmp_path / "result.json").write_text(json.dumps({**record, "status": "error"}))
+    assert bench.finished_run(tmp_path) is None
+
+
 # ------------------------------------------------------------------------ end to end (slow)
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
@@ -195,3 +220,21 @@ def test_quick_run_writes_the_report_and_the_learning_curves(quick_run):
             png = out / "plots" / f"curves_seed{seed}_{model}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     assert (out / "plots" / "val_tpr.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_resume_evaluates_the_finished_runs_again_without_training(quick_run, tmp_path):
+    out, _ = quick_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    checkpoints = sorted(p.name for p in copy.rglob("*.h5"))
+    assert bench.main(["--quick", "--out", str(copy), "--resume"]) == 0
+    assert sorted(p.name for p in copy.rglob("*.h5")) == checkpoints  # nothing trained
+    before = json.loads((out / "results.json").read_text())
+    after = json.loads((copy / "results.json").read_text())
+    for model, runs in after["runs"].items():
+        for run, old in zip(runs, before["runs"][model], strict=True):
+            assert run["resumed"] and run["checkpoint"] == old["checkpoint"]
+            assert run["history"] == old["history"]
+            assert run["metrics"] == pytest.approx(old["metrics"], nan_ok=True)
+    assert "Resumed (trained by an earlier invocation" in (copy / "results.md").read_text()

@@ -108,3 +108,8 @@ def test_train_follows_the_configs_schedule_over_its_own_steps(tmp_path):
     assert (schedule.total_steps, schedule.warmup_steps, schedule.decay) == (2, 0, "step")
     assert np.isclose(schedule.base_rate, 0.02)
     assert model.call_start_epoch == 2
+
+
+def test_the_training_log_reads_the_schedule():
+    schedule = WarmupDecay(0.001, total_steps=2400, warmup_steps=200, decay="cosine")
+    assert repr(schedule) == "0.001 with 200 warm-up steps, cosine over 2400 steps"
