@@ -319,6 +319,7 @@ def run_crossval(
     config_overrides: Mapping[str, Any] | None = None,
     progress: bool = True,
     weights_exclude: Sequence[str] | None = None,
+    only_folds: Sequence[int] | None = None,
 ) -> CrossvalResult:
     """Cross-validate ``models`` on the INbreast folder ``dataset_dir``; see the module doc.
 
@@ -329,7 +330,9 @@ def run_crossval(
     from scratch (``weights`` None). ``image_size``: the image size as the CLI's --image-size
     reads it (``ftmtl.model.image_size_overrides``; default the config's). ``augmentation``:
     True (``default_augmentation()``), False, or an augmenter. ``config_overrides``: config
-    attributes for every model (upper-case names).
+    attributes for every model (upper-case names). ``only_folds``: train and evaluate these
+    folds now (default all); the others can run later into the same ``out_dir``, or on another
+    machine, and the tables summarise the folds that have results.
     """
     models = list(models)
     unknown = [m for m in models if m not in MODELS]
@@ -338,6 +341,11 @@ def run_crossval(
                          f"got {models}")
     if int(schedule_epochs) < 1:
         raise ValueError(f"run_crossval: schedule_epochs must be >= 1, got {schedule_epochs}")
+    if only_folds is not None:
+        only_folds = sorted({int(f) for f in only_folds})
+        if not only_folds or not all(0 <= f < int(folds) for f in only_folds):
+            raise ValueError(f"run_crossval: only_folds must be fold numbers in 0..{folds - 1}, "
+                             f"got {only_folds}")
     # Only the last checkpoint of a fold is ever used (evaluation, resuming); every epoch's of
     # 2 models x k folds x 30 epochs would fill a disk. KEEP_CHECKPOINTS overrides it.
     overrides = {"KEEP_CHECKPOINTS": CROSSVAL_KEEP_CHECKPOINTS, **(config_overrides or {})}
@@ -361,6 +369,8 @@ def run_crossval(
 
     for fold in fold_list:
         k = int(fold["fold"])
+        if only_folds is not None and k not in only_folds:
+            continue
         train_ds, test_ds = _subset(dataset, fold["train"]), _subset(dataset, fold["test"])
         for model in models:
             run_dir = _run_dir(out, k, model)

@@ -47,12 +47,17 @@ def _finite(values: Sequence[float] | None) -> list[float]:
     return [float(v) for v in values or [] if v is not None and math.isfinite(v)]
 
 
+def _folds_text(n: int) -> str:
+    return f"{n} fold{'' if n == 1 else 's'}"
+
+
 def _mean_std_text(values: Sequence[float] | None) -> str:
     finite = _finite(values)
     if not finite:
         return "n/a"
-    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
-    return f"{np.mean(finite):.2f} +- {std:.2f}"
+    if len(finite) == 1:
+        return f"{finite[0]:.2f}"  # one fold: no spread to show
+    return f"{np.mean(finite):.2f} +- {np.std(finite, ddof=1):.2f}"
 
 
 # ------------------------------------------------------------------------------ curves
@@ -71,7 +76,7 @@ def plot_roc(curves: Mapping[str, Sequence[RocCurve]],
             continue
         grid, mean, std = mean_roc(folds)
         auc = _mean_std_text((aucs or {}).get(model))
-        _band(ax, grid, mean, std, f"{model_name(model)} (AUC {auc}, {len(folds)} folds)")
+        _band(ax, grid, mean, std, f"{model_name(model)} (AUC {auc}, {_folds_text(len(folds))})")
     ax.plot([0, 1], [0, 1], linestyle=":", color="gray", label="chance")
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false positive rate",
            ylabel="true positive rate", title=title)
@@ -91,7 +96,7 @@ def plot_froc(curves: Mapping[str, Sequence[FrocCurve]], max_fpi: float = 5.0,
         if not folds:
             continue
         _, mean, std = mean_froc(folds, grid)
-        _band(ax, grid, mean, std, f"{model_name(model)} ({len(folds)} folds)")
+        _band(ax, grid, mean, std, f"{model_name(model)} ({_folds_text(len(folds))})")
         _, at_points, _ = mean_froc(folds, FROC_POINTS)
         ax.plot(FROC_POINTS, at_points, "o", color=ax.lines[-1].get_color(), markersize=4)
     ax.axvline(FROC_READ_FPI, linestyle=":", color="gray")
@@ -117,7 +122,7 @@ def plot_iou_sweep(sweeps: Mapping[str, Sequence[Mapping[float, float]]],
         std = (np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1
                else np.zeros_like(mean))
         ax.errorbar(thresholds, mean, yerr=np.nan_to_num(std), marker="o", capsize=3,
-                    label=f"{model_name(model)} ({len(folds)} folds)")
+                    label=f"{model_name(model)} ({_folds_text(len(folds))})")
     ax.set(xlim=(0.05, 0.95), ylim=(0, 1.02), xlabel="IoU threshold",
            ylabel=f"true positive rate at {fpi:g} FPI", title="Detection against IoU threshold")
     ax.legend(loc="lower left", fontsize=8)

@@ -45,11 +45,15 @@ def _finite(value: Any) -> bool:
 
 
 def _cell(stats: Mapping[str, Any] | None, digits: int = 2) -> str:
-    """"mean +- std (n)" of one metric's summary, or n/a when no fold defines it."""
+    """"mean +- std (n)" of one metric's summary, the bare value when one fold defines it
+    (one value has no spread: "+- 0.00" would claim one), n/a when none does."""
     if not stats or not _finite(stats.get("mean")):
         return NOT_AVAILABLE
-    text = f"{stats['mean']:.{digits}f} +- {stats['std']:.{digits}f}"
-    return text if stats.get("n") == stats.get("n_folds") else f"{text} ({stats['n']} folds)"
+    n = stats.get("n")
+    text = f"{stats['mean']:.{digits}f}"
+    if n != 1:
+        text += f" +- {stats['std']:.{digits}f}"
+    return text if n == stats.get("n_folds") else f"{text} ({n} fold{'' if n == 1 else 's'})"
 
 
 def _p_cell(test: Mapping[str, Any] | None) -> str:

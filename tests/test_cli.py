@@ -80,6 +80,8 @@ def test_the_script_runs_from_the_checkout_and_as_the_installed_command():
                                   ["synth", "--out", "x", "--patients", "0"],
                                   ["train", "--dataset", "x", "--preset", "big"],
                                   ["crossval", "--dataset", "x", "--out", "y", "--models", "rcnn"],
+                                  ["crossval", "--dataset", "x", "--out", "y", "--only-folds=-1"],
+                                  ["crossval", "--dataset", "x", "--out", "y", "--only-folds", "a"],
                                   ["detect", "--weights", "w", "--out", "o"]])
 def test_bad_arguments_exit_with_a_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -97,6 +99,7 @@ def test_argument_types():
     with pytest.raises(argparse.ArgumentTypeError, match="upper-case"):
         inbreast.override_arg("lr=3")
     assert inbreast.model_list_arg("ftmtl, maskrcnn") == ("ftmtl", "maskrcnn")
+    assert inbreast.fold_list_arg("0, 2") == (0, 2)
 
 
 def test_metrics_table_lists_the_chosen_numbers_of_nested_results():

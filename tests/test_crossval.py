@@ -97,6 +97,8 @@ def test_bad_arguments_are_refused(tmp_path):
         run_crossval(tmp_path, tmp_path / "out", models=("ftmtl", "yolo"))
     with pytest.raises(ValueError, match="schedule_epochs"):
         run_crossval(tmp_path, tmp_path / "out", schedule_epochs=0)
+    with pytest.raises(ValueError, match=r"only_folds must be fold numbers in 0\.\.1"):
+        run_crossval(tmp_path, tmp_path / "out", folds=2, only_folds=[2])
 
 
 def test_weights_imagenet_needs_the_loader(tmp_path):
@@ -218,3 +220,29 @@ def test_an_interrupted_fold_resumes_from_its_checkpoint(finished_run, monkeypat
             assert new["evaluation"][key] == pytest.approx(expected, abs=1e-5)
     runs = list((out / "fold_1" / "maskrcnn" / "logs").iterdir())
     assert len(runs) == 1  # the empty folder of the resumed model was removed
+
+
+@pytest.mark.slow
+def test_only_the_chosen_folds_run(finished_run, tmp_path, monkeypatch):
+    """The other folds stay for later; the tables summarise the folds with results."""
+    from ftmtl.evaluation import EvaluationResult
+
+    data, out, _ = finished_run
+    ran = []
+
+    def fake_train(config, train_ds, run_dir, fold, **kwargs):
+        ran.append((fold, config.NAME))
+        return run_dir / "checkpoint.h5"
+
+    def fake_evaluate(config, checkpoint, test_ds, run_dir, progress):
+        model = run_dir.name
+        done = json.loads((out / "fold_1" / model / "result.json").read_text())
+        return EvaluationResult.from_dict(done["evaluation"])
+
+    monkeypatch.setattr(crossval, "_train", fake_train)
+    monkeypatch.setattr(crossval, "_evaluate", fake_evaluate)
+    result = run_crossval(data, tmp_path, models=MODELS, only_folds=[1], **RUN)
+    assert [fold for fold, _ in ran] == [1, 1]
+    for model in MODELS:
+        assert result.results[model][0] is None and result.results[model][1] is not None
+    assert not (tmp_path / "fold_0").exists()

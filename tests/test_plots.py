@@ -123,3 +123,9 @@ def test_histories_mark_the_stages(tmp_path):
     save_figure(fig, tmp_path / "losses.png")
     with pytest.raises(ValueError, match="no history"):
         plots.plot_histories({"ftmtl": [{}]})
+
+
+def test_one_fold_shows_its_value_without_a_spread():
+    assert plots._mean_std_text([0.85]) == "0.85"
+    assert plots._mean_std_text([0.8, 0.9]) == "0.85 +- 0.07"
+    assert plots._folds_text(1) == "1 fold" and plots._folds_text(3) == "3 folds"
