@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ftmtl.metrics import FROC_POINTS, FrocCurve, mean_froc, mean_roc
+from mrcnn.box_ops import compute_overlaps
 from mrcnn.visualize import display_instances
 
 MODEL_NAMES = {"ftmtl": "FT-MTL-Net", "maskrcnn": "Mask R-CNN"}
@@ -213,6 +214,16 @@ def _probs_caption(example: Example, n: int) -> str:
     return f"{int(example.class_ids[n])} {float(example.scores[n]):.2f}"
 
 
+def _repeated_boxes(rois: np.ndarray, iou: float = 0.1) -> list[int]:
+    """The boxes that overlap an earlier (better) box by more than ``iou``, whose captions
+    would print over its caption (per-class NMS keeps a benign and a malignant box on the
+    same mass)."""
+    if len(rois) < 2:
+        return []
+    overlaps = compute_overlaps(rois, rois)
+    return [j for j in range(1, len(rois)) if (overlaps[:j, j] > iou).any()]
+
+
 def draw_example(ax, example: Example, max_detections: int = 3) -> None:
     """The image, the ground-truth outline (green), and the best detections' boxes and masks
     (blue benign, red malignant) captioned with p(benign) / p(malignant)."""
@@ -223,6 +234,8 @@ def draw_example(ax, example: Example, max_detections: int = 3) -> None:
     masks = masks[..., order] if masks.ndim == 3 else np.zeros((*example.image.shape[:2], 0))
     colors = [CLASS_COLORS.get(int(c), (1.0, 1.0, 0.2)) for c in class_ids]
     captions = [_probs_caption(example, int(n)) for n in order]
+    for j in _repeated_boxes(rois):
+        captions[j] = ""  # its caption would print over the better detection's
     title = f"{example.file_name} ({example.label}), case score {example.case_score:.2f}"
     display_instances(example.image, rois, masks, class_ids, ["BG", "benign", "malignant"],
                       title=title, ax=ax, colors=colors, captions=captions)

@@ -198,10 +198,14 @@ def display_instances(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
         color = colors[i]
         if show_bbox:
             ax.add_patch(_box_rectangle(boxes[i], color))
-        ax.text(float(boxes[i][1]), float(boxes[i][0]) + 8,
+        # Boxes in the right half get captions that end at their right edge: a caption
+        # starting there would run off the image and be cut.
+        right_half = boxes[i][1] + boxes[i][3] > image.shape[1]
+        ax.text(float(boxes[i][3] if right_half else boxes[i][1]), float(boxes[i][0]) + 8,
                 captions[i] if captions is not None else _caption(i, class_ids, class_names,
                                                                   scores),
-                color="w", size=11, backgroundcolor="none")
+                color="w", size=11, backgroundcolor="none",
+                horizontalalignment="right" if right_half else "left")
         if show_mask:
             shown = apply_mask(shown, masks[..., i], color)
         for outline in _mask_outlines(masks[..., i]):

@@ -129,3 +129,12 @@ def test_one_fold_shows_its_value_without_a_spread():
     assert plots._mean_std_text([0.85]) == "0.85"
     assert plots._mean_std_text([0.8, 0.9]) == "0.85 +- 0.07"
     assert plots._folds_text(1) == "1 fold" and plots._folds_text(3) == "3 folds"
+
+
+def test_a_box_repeated_on_the_same_mass_gets_no_second_caption():
+    example = make_example(0)
+    example.rois[1] = example.rois[0] + [0, 0, 1, 1]  # IoU 0.83 with the best box
+    fig = Figure()
+    plots.draw_example(fig.add_subplot(), example, max_detections=2)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["B 0.20 / M 0.70", ""]
+    assert plots._repeated_boxes(np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float)) == []

@@ -129,6 +129,9 @@ def test_display_instances_draws_boxes_captions_masks_and_outlines(scene):
     assert [(r.get_x(), r.get_y(), r.get_width(), r.get_height()) for r in rects] == [
         (6.0, 4.0, 6.0, 6.0), (18.0, 15.0, 7.0, 15.0)]
     assert [t.get_text() for t in ax.texts] == ["ellipse 0.900", "rectangle 0.750"]
+    # A box in the right half ends its caption at its right edge, so the image does not cut it.
+    assert [(t.get_position()[0], t.get_horizontalalignment()) for t in ax.texts] == [
+        (6.0, "left"), (25.0, "right")]
     # Outlines sit on the pixel edges, i.e. on the box of a rectangular mask.
     outlines = polygons(ax)
     assert len(outlines) == 2
