@@ -55,6 +55,7 @@ if str(common.REPO_ROOT) not in sys.path:
 
 from samples.inbreast.inbreast import (  # noqa: E402  (no TensorFlow at import)
     DEMO_DATA,
+    DEMO_RUN,
     MODEL_NAMES,
     PRESET_NAMES,
     add_budget_options,
@@ -70,8 +71,9 @@ DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_EPOCHS = None  # None: the recipe's (ftmtl.schedule.recipe_epochs)
 DEFAULT_STEPS = None  # None: the preset's STEPS_PER_EPOCH
 DEFAULT_LR = None  # None: the preset's LEARNING_RATE
-DEFAULT_TRAIN_PATIENTS = int(DEMO_DATA["n_patients"])
-DEFAULT_TEST_PATIENTS = int(DEMO_DATA["n_patients"])
+# The demo's sizes: it trains on one of its folds and tests on the other.
+DEFAULT_TRAIN_PATIENTS = int(DEMO_DATA["n_patients"]) // int(DEMO_RUN["folds"])
+DEFAULT_TEST_PATIENTS = DEFAULT_TRAIN_PATIENTS
 DEFAULT_VAL_PATIENTS = 3
 DEFAULT_IMAGE_SHAPE = tuple(DEMO_DATA["image_shape"])  # the synthetic DICOMs (rows, cols)
 DEFAULT_IMAGE_SIZE = None  # None: the preset's (ftmtl.model.prepared_image_size)
