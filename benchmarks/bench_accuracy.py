@@ -494,10 +494,22 @@ RESUME_FREE_ARGS = frozenset({"out", "resume", "seeds", "models", "budget_s", "t
                               "verbose", "no_val_curve", "val_patients"})
 
 
+def args_record(args: dict[str, Any]) -> dict[str, Any]:
+    """The options as results.json records them (tuples as lists)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
+
+
 def training_args(args: dict[str, Any]) -> dict[str, Any]:
     """The options that decide what a run trains and on what it is tested, JSON-shaped."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()
-            if k not in RESUME_FREE_ARGS}
+    return {k: v for k, v in args_record(args).items() if k not in RESUME_FREE_ARGS}
+
+
+def inference_config(args: argparse.Namespace, model_name: str):
+    """The model's config for evaluation: the run's, one image at a time."""
+    from ftmtl.presets import make_config
+
+    return make_config(args.preset, model_name, **{**config_overrides(args),
+                                                   "IMAGES_PER_GPU": 1, "GPU_COUNT": 1})
 
 
 def check_resumable(out: Path, args: dict[str, Any]) -> None:
@@ -533,12 +545,11 @@ def reevaluate(record: dict[str, Any], args: argparse.Namespace, sets: dict[str,
     evaluation code; its training facts (time, history, stages) stay as recorded."""
     import keras
 
-    from ftmtl.presets import build_model, make_config
+    from ftmtl.presets import build_model
 
-    config = make_config(args.preset, record["model"], **{**config_overrides(args),
-                                                          "IMAGES_PER_GPU": 1, "GPU_COUNT": 1})
     keras.backend.clear_session()
-    inference = build_model("inference", config, run_dir / "logs")
+    inference = build_model("inference", inference_config(args, record["model"]),
+                            run_dir / "logs")
     result, cases, eval_s = evaluate_checkpoint(inference, record["checkpoint"], sets)
     metrics = run_metrics(result, cases)
     metrics["train_s"] = record["metrics"]["train_s"]
@@ -573,10 +584,8 @@ def train_and_evaluate(model_name: str, seed: int, args: argparse.Namespace,
     from ftmtl.schedule import run_schedule, schedule_for
     from mrcnn.augmentation import default_augmentation
 
-    overrides = config_overrides(args)
-    config = make_config(args.preset, model_name, **overrides)
-    infer_config = make_config(args.preset, model_name, **{**overrides, "IMAGES_PER_GPU": 1,
-                                                           "GPU_COUNT": 1})
+    config = make_config(args.preset, model_name, **config_overrides(args))
+    infer_config = inference_config(args, model_name)
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a previous run's checkpoints would confuse nothing, but fill
     logs = run_dir / "logs"
@@ -904,7 +913,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python benchmarks/bench_accuracy.py " + shlex.join(argv)
     payload: dict[str, Any] = {
         "benchmark": "accuracy", "command": command.strip(),
-        "args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()},
+        "args": args_record(vars(args)),
         "machine": common.machine_info(), "config_overrides": overrides,
         "steps_per_epoch": int(first.STEPS_PER_EPOCH), "image_size": prepared_image_size(first),
         "schedule": [f"{s.name}: {s.epochs} epochs, lr {s.learning_rate:g}" for s in stages],
