@@ -261,8 +261,10 @@ def _froc_curve(
 ) -> FrocCurve:
     order = _score_order(scores)
     scores, tp, fp = scores[order], np.cumsum(is_tp[order]), np.cumsum(is_fp[order])
-    # One operating point per distinct score: the last detection holding that score.
-    ends = np.flatnonzero(np.diff(scores, append=-np.inf) != 0)
+    # One operating point per distinct score: the last detection holding that score. (Scores
+    # are compared, not differenced: inf - inf is NaN, which would split a tie group of +inf.)
+    ends = np.flatnonzero(np.append(scores[1:] != scores[:-1], True)) if scores.size else \
+        np.zeros(0, dtype=np.int64)
     thresholds = np.concatenate([[np.inf], scores[ends]])
     tpr = np.concatenate([[0.0], tp[ends] / n_masses])
     fpi = np.concatenate([[0.0], fp[ends] / n_images])

@@ -234,6 +234,17 @@ def test_froc_matches_loop_reference_on_random_data(seed):
     assert np.all(np.diff(curve.fpi) >= 0) and np.all(np.diff(curve.tpr) >= 0)
 
 
+def test_froc_keeps_a_tie_group_of_infinite_scores_together():
+    """Three detections scored +inf (two hits, one FP) are one operating point, not three."""
+    truths = [np.array([[0, 0, 10, 10]]), np.array([[20, 20, 30, 30]])]
+    predictions = [(np.array([[0, 0, 10, 10], [50, 50, 60, 60]]), np.array([np.inf, np.inf])),
+                   (np.array([[20, 20, 30, 30], [0, 0, 5, 5]]), np.array([np.inf, 0.4]))]
+    curve = metrics.froc(predictions, truths)
+    np.testing.assert_allclose(curve.thresholds, [np.inf, np.inf, 0.4])
+    np.testing.assert_allclose(curve.tpr, [0, 1, 1])
+    np.testing.assert_allclose(curve.fpi, [0, 0.5, 1.0])
+
+
 def test_froc_without_detections_stays_at_zero():
     truths = [np.array([[0, 0, 10, 10]]), np.zeros((0, 4))]
     curve = metrics.froc([(np.zeros((0, 4)), np.zeros(0))] * 2, truths)
