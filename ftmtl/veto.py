@@ -11,6 +11,11 @@ makes the case malignant. So:
    defined): the highest malignant probability over the refined proposals; 0 when the image
    has no proposal either.
 
+The rule is not monotone in the evidence. A case whose only box is benign with p(benign) 0.55
+scores 1 - 0.55 = 0.45; add a weak box called malignant with p(malignant) 0.40 (its benign 0.35,
+background 0.25) and rule 1 takes over: the case scores 0.40, lower than without that box. The
+paper's rule is kept as it is (tests/test_veto.py pins this example).
+
 Probabilities are the classifier's softmax outputs, not the detection scores (1 - p_bg).
 Detections of other foreground classes (with more than three classes) count as no detection.
 

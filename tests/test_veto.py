@@ -35,6 +35,17 @@ def test_hand_worked_cases(name):
     assert case_malignancy_score(class_ids, probs, proposals) == pytest.approx(expected)
 
 
+def test_a_weak_malignant_box_can_lower_the_case_score():
+    """The paper's rule, pinned as documented in ftmtl/veto.py: one malignant box decides the
+    case, even when it is weaker than the benign evidence it replaces."""
+    benign_only = case_malignancy_score([1], [[0.20, 0.55, 0.25]], [0.3])
+    with_weak_malignant = case_malignancy_score([1, 2], [[0.20, 0.55, 0.25],
+                                                         [0.25, 0.35, 0.40]], [0.3])
+    assert benign_only == pytest.approx(0.45)
+    assert with_weak_malignant == pytest.approx(0.40)
+    assert with_weak_malignant < benign_only
+
+
 def test_padding_rows_among_detections_are_ignored():
     score = case_malignancy_score([1, 0, 0], [[0.1, 0.8, 0.1], [0, 0, 0], [0, 0, 0]], [0.9])
     assert score == pytest.approx(0.2)
