@@ -17,8 +17,9 @@ with any other seed's sets. Sets are generated under ``OUT/data/<role>_seed<g>_p
 and reused when their manifest says they were made with the same parameters.
 
 Both networks get the same recipe: the preset's config (plus ``BENCH_OVERRIDES`` and ``--set``),
-``keras.utils.set_random_seed(s)`` right before the training model is built (so every layer the
-two share starts from the same weights; the run records how many did), the same schedule
+``mrcnn.model.enable_determinism(s)`` right before the training model is built (so every layer
+the two share starts from the same weights, the run records how many did, and the same command
+gives the same figures; ``--nondeterministic`` leaves the ops free), the same schedule
 (``schedule_for``: the paper's three stages with pretrained ``--weights``, else the joint
 from-scratch stage), the paper's augmentation, the class-balanced sampler of the CLI
 (``ftmtl.inbreast.folds.balanced_sampler``) and the same data order (``seed=s``).
@@ -59,6 +60,7 @@ from samples.inbreast.inbreast import (  # noqa: E402  (no TensorFlow at import)
     MODEL_NAMES,
     PRESET_NAMES,
     add_budget_options,
+    add_reproducibility_option,
     image_shape_arg,
     model_list_arg,
     override_arg,
@@ -186,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "code; train only the runs that are missing")
     p.add_argument("--threads", type=int, default=None,
                    help="TensorFlow intra- and inter-op threads (default: TensorFlow's)")
+    add_reproducibility_option(p)
     p.add_argument("-v", "--verbose", action="store_true",
                    help="Keras' line per epoch and the library's INFO logging")
     return p
@@ -491,7 +494,7 @@ def compare_fingerprints(a: dict[str, tuple[float, float]], b: dict[str, tuple[f
 # Options that change neither the trained weights nor the test set: a run finished under
 # other values of these is still the run this command would train.
 RESUME_FREE_ARGS = frozenset({"out", "resume", "seeds", "models", "budget_s", "threads",
-                              "verbose", "no_val_curve", "val_patients"})
+                              "verbose", "no_val_curve", "val_patients", "nondeterministic"})
 
 
 def args_record(args: dict[str, Any]) -> dict[str, Any]:
@@ -583,6 +586,7 @@ def train_and_evaluate(model_name: str, seed: int, args: argparse.Namespace,
     from ftmtl.presets import build_model, make_config
     from ftmtl.schedule import run_schedule, schedule_for
     from mrcnn.augmentation import default_augmentation
+    from mrcnn.model import enable_determinism
 
     config = make_config(args.preset, model_name, **config_overrides(args))
     infer_config = inference_config(args, model_name)
@@ -593,9 +597,9 @@ def train_and_evaluate(model_name: str, seed: int, args: argparse.Namespace,
     keras.backend.clear_session()
 
     # The inference model is built first, so that the training model's build (and everything
-    # after it) follows set_random_seed alone, with or without the validation curve.
+    # after it) follows the seed alone, with or without the validation curve.
     inference = build_model("inference", infer_config, logs)
-    keras.utils.set_random_seed(seed)
+    enable_determinism(seed, ops=not args.nondeterministic)
     model = build_model("training", config, logs)
     weights = None if args.weights == "none" else args.weights
     load_initial_weights(model, weights)
@@ -886,9 +890,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     started = time.monotonic()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if args.threads:
-        common.configure_tensorflow(args.threads)
+    common.configure_tensorflow(args.threads)
     if args.verbose:
         import logging
 

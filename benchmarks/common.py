@@ -92,6 +92,9 @@ def configure_tensorflow(threads: int | None) -> None:
     Config.MIXED_PRECISION, not a global policy.)"""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    from mrcnn.quiet_start import import_tensorflow
+
+    import_tensorflow()
     import tensorflow as tf
 
     if threads:

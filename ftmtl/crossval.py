@@ -55,6 +55,7 @@ from ftmtl.presets import MODELS, build_model, make_config
 from ftmtl.schedule import run_schedule, schedule_for
 from mrcnn.augmentation import default_augmentation
 from mrcnn.checkpoint import atomic_write
+from mrcnn.model import enable_determinism
 from mrcnn.visualize import save_figure
 
 logger = logging.getLogger(__name__)
@@ -236,9 +237,10 @@ def _save_history(run_dir: Path, stages, start_epoch: int, histories) -> None:
 
 def _train(config, train_ds: INbreastDataset, run_dir: Path, *, fold: int, seed: int,
            schedule_epochs: int, learning_rate: float, weights, weights_exclude,
-           augmentation, balanced_sampling: bool, progress: bool) -> str:
+           augmentation, balanced_sampling: bool, progress: bool, deterministic: bool) -> str:
     """Train one model on one fold; returns the last checkpoint's path."""
     model_dir = run_dir / "logs"
+    enable_determinism(seed + fold, ops=deterministic)
     model = build_model("training", config, model_dir)
     if not _resume(model, model_dir):
         load_initial_weights(model, weights, weights_exclude)
@@ -320,6 +322,7 @@ def run_crossval(
     progress: bool = True,
     weights_exclude: Sequence[str] | None = None,
     only_folds: Sequence[int] | None = None,
+    deterministic: bool = True,
 ) -> CrossvalResult:
     """Cross-validate ``models`` on the INbreast folder ``dataset_dir``; see the module doc.
 
@@ -332,7 +335,11 @@ def run_crossval(
     True (``default_augmentation()``), False, or an augmenter. ``config_overrides``: config
     attributes for every model (upper-case names). ``only_folds``: train and evaluate these
     folds now (default all); the others can run later into the same ``out_dir``, or on another
-    machine, and the tables summarise the folds that have results.
+    machine, and the tables summarise the folds that have results. Each model of fold ``k``
+    starts from ``enable_determinism(seed + k)``: the models of a fold start from the same
+    weights wherever their layers agree, and the same call gives the same figures on the same
+    machine; ``deterministic=False`` still seeds but leaves TensorFlow's ops free (op
+    determinism, once on, holds for the rest of the process).
     """
     models = list(models)
     unknown = [m for m in models if m not in MODELS]
@@ -385,7 +392,8 @@ def run_crossval(
                                 schedule_epochs=int(schedule_epochs),
                                 learning_rate=learning_rate, weights=weights,
                                 weights_exclude=weights_exclude, augmentation=augmentation,
-                                balanced_sampling=balanced_sampling, progress=progress)
+                                balanced_sampling=balanced_sampling, progress=progress,
+                                deterministic=deterministic)
             _free_models()
             result = _evaluate(configs[model], checkpoint, test_ds, run_dir, progress)
             _free_models()

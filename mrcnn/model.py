@@ -65,13 +65,16 @@ LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox
 LearningRate = float | keras.optimizers.schedules.LearningRateSchedule
 
 
-def enable_determinism(seed: int) -> None:
-    """Seed Python, numpy and TensorFlow and make TF ops deterministic, so that two runs with
-    the same data, config and seed give bitwise-identical weights. Call it before building the
-    model (the initial weights are drawn then); it holds for the rest of the process and makes
-    some ops slower (and on GPU, ops without a deterministic kernel raise)."""
+def enable_determinism(seed: int, ops: bool = True) -> None:
+    """Seed Python, numpy and TensorFlow and (with ``ops``) make TF ops deterministic, so that
+    two runs with the same data, config and seed give bitwise-identical weights. Call it before
+    building the model (the initial weights are drawn then). Op determinism holds for the rest
+    of the process; it makes some ops slower (benchmarks/bench_determinism.py) and on GPU, ops
+    without a deterministic kernel raise. ``ops=False`` only seeds: the same initial weights,
+    data order and augmentation, but reductions may add up in another order from run to run."""
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if ops:
+        tf.config.experimental.enable_op_determinism()
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -237,6 +237,9 @@ class DetectionTargetLayer(Float32Layer):
 
     def call(self, inputs: list[tf.Tensor]) -> list[tf.Tensor]:
         proposals, gt_class_ids, gt_boxes, gt_masks = inputs
+        # Masks arrive as uint8; oneDNN has no uint8 kernels here and logs an error line
+        # ("supports DT_UINT8 only on platforms with AVX-512") before falling back.
+        gt_masks = tf.cast(gt_masks, tf.float32)
         rois_per_image = int(self.config.TRAIN_ROIS_PER_IMAGE)
         mask_shape = tuple(int(v) for v in self.config.MASK_SHAPE)
         signature = (

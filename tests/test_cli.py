@@ -21,6 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("synth", "train", "evaluate", "detect", "crossval", "demo")
 # paper_cpu crops: images prepared at 64 px, crops of 64.
 TINY = ["--preset", "paper_cpu", "--image-size", "64", "--set", "IMAGE_MIN_DIM=64"]
+# Training in this process leaves op determinism off: it is process-wide and would hold for
+# every later test (tests/test_reproducible_cli.py runs the default in fresh processes).
+FREE_OPS = "--nondeterministic"
 
 
 def subcommand_parsers() -> dict[str, argparse.ArgumentParser]:
@@ -150,7 +153,7 @@ def trained(dataset_dir, tmp_path_factory):
     run)."""
     logs = tmp_path_factory.mktemp("logs")
     common = ["-q", "train", "--dataset", str(dataset_dir), *TINY, "--steps", "1",
-              "--logs", str(logs), "--folds", "2", "--fold", "0"]
+              "--logs", str(logs), "--folds", "2", "--fold", "0", FREE_OPS]
     assert main([*common, "--epochs", "1", "--weights", "none"]) == 0
     runs = [d for d in (logs / "fold0of2").iterdir() if d.is_dir()]
     assert len(runs) == 1
@@ -178,7 +181,8 @@ def test_train_resumes_from_the_last_checkpoint_in_the_same_run(trained):
 
 def test_train_with_last_but_no_run_says_so(dataset_dir, tmp_path, caplog):
     code = main(["-q", "train", "--dataset", str(dataset_dir), *TINY, "--steps", "1",
-                 "--epochs", "1", "--logs", str(tmp_path / "empty"), "--weights", "last"])
+                 "--epochs", "1", "--logs", str(tmp_path / "empty"), "--weights", "last",
+                 FREE_OPS])
     assert code == inbreast.EXIT_ERROR
     assert "no checkpoint of 'ftmtl_paper_cpu'" in caplog.text
 
@@ -304,7 +308,7 @@ def test_the_recipe_follows_the_weights_and_last_keeps_the_presets():
 @pytest.mark.slow
 def test_demo_quick_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["-q", "demo", "--quick", "--out", str(out)]) == 0
+    assert main(["-q", "demo", "--quick", "--out", str(out), FREE_OPS]) == 0
     assert (out / "data" / "INbreast.csv").is_file()
     assert (out / "results.md").is_file()
     assert list(out.rglob("*.png"))

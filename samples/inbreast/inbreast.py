@@ -33,6 +33,8 @@ logger = logging.getLogger("inbreast")
 # (tests/test_cli.py checks they agree).
 PRESET_NAMES = ("paper", "fpn", "paper_cpu", "fpn_cpu")
 MODEL_NAMES = ("ftmtl", "maskrcnn")
+# The commands that load TensorFlow (its start-up notices are dropped unless -v).
+TENSORFLOW_COMMANDS = ("train", "evaluate", "detect", "crossval", "demo")
 DEFAULT_LOGS = "logs"
 IMAGENET = "imagenet"
 # The numbers `evaluate` prints (metrics.json has them all, with the curves).
@@ -88,7 +90,8 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
     root.setLevel(level)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ log threshold (read when it loads): its info lines only with -v.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
 
 
 def keras_verbosity(args: argparse.Namespace) -> int:
@@ -198,6 +201,15 @@ def _add_fold_options(p: argparse.ArgumentParser, action: str) -> None:
                    help="seed of the fold split and of sampling (default: %(default)s)")
 
 
+def add_reproducibility_option(p: argparse.ArgumentParser) -> None:
+    """--nondeterministic: what train, crossval and demo give up for speed when asked."""
+    p.add_argument("--nondeterministic", action="store_true",
+                   help="seed (initial weights, data order, augmentation) but leave "
+                        "TensorFlow's ops free to add up in any order: the same command twice "
+                        "may then give slightly different weights and figures (by default it "
+                        "gives identical ones on the same machine)")
+
+
 def add_budget_options(p: argparse.ArgumentParser) -> None:
     """--epochs, --steps and --lr: the training budget, as train, crossval and the benchmarks
     take it."""
@@ -215,6 +227,7 @@ def add_budget_options(p: argparse.ArgumentParser) -> None:
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
     add_budget_options(p)
+    add_reproducibility_option(p)
     p.add_argument("--no-augment", action="store_true",
                    help="train without the paper's online augmentation")
     p.add_argument("--no-balance", action="store_true",
@@ -331,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-balance", action="store_true", help="no class-balanced sampling")
     p.add_argument("--set", dest="overrides", type=override_arg, action="append", default=[],
                    metavar="NAME=VALUE", help="override a config attribute (repeatable)")
+    add_reproducibility_option(p)
     p.set_defaults(handler=cmd_crossval)
 
     p = commands.add_parser("demo", help="synthetic data + a small FT-MTL vs Mask R-CNN "
@@ -350,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "rerun into the same --out adds the second fold)")
     p.add_argument("--seed", type=int, default=0, help="data and fold seed "
                                                        "(default: %(default)s)")
+    add_reproducibility_option(p)
     p.set_defaults(handler=cmd_demo)
     return parser
 
@@ -374,11 +389,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ftmtl.presets import build_model
     from ftmtl.schedule import recipe_epochs, run_schedule, schedule_for
     from mrcnn.augmentation import default_augmentation
+    from mrcnn.model import enable_determinism
 
     _check_folds(args)
     config = make_run_config(args, "training", steps=args.steps)
     train_set, val_set = training_datasets(args.dataset, prepared_image_size(config),
                                            args.folds, args.fold, args.seed)
+    enable_determinism(args.seed, ops=not args.nondeterministic)
     model = build_model("training", config, model_dir(args))
     weights = resolve_weights(args.weights, config)
     load_initial_weights(model, weights)
@@ -478,7 +495,8 @@ def cmd_crossval(args: argparse.Namespace) -> int:
         steps_per_epoch=args.steps, image_size=args.image_size, weights=weights,
         weights_exclude=exclude, augmentation=not args.no_augment,
         balanced_sampling=not args.no_balance, config_overrides=overrides or None,
-        progress=not args.quiet, only_folds=args.only_folds)
+        progress=not args.quiet, only_folds=args.only_folds,
+        deterministic=not args.nondeterministic)
     report_results(result.out_dir)
     return EXIT_OK
 
@@ -504,7 +522,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     logger.info("cross-validating %s: %s, %s", " and ".join(MODEL_NAMES), run, overrides)
     result = run_crossval(data, out, models=MODEL_NAMES, seed=args.seed, weights=None,
                           image_size=size, config_overrides=overrides,
-                          progress=not args.quiet, **run)
+                          progress=not args.quiet, deterministic=not args.nondeterministic,
+                          **run)
     report_results(result.out_dir)
     return EXIT_OK
 
@@ -749,6 +768,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments, configure logging once, run the command; returns the exit code."""
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose, args.quiet)
+    if args.command in TENSORFLOW_COMMANDS:
+        from mrcnn.quiet_start import import_tensorflow
+
+        import_tensorflow(show_startup_lines=args.verbose)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
