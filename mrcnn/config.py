@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mrcnn.image_meta import image_meta_size
 from mrcnn.lr_schedule import DECAYS as LR_DECAYS
 from mrcnn.norm import NORMS
 
@@ -186,9 +187,9 @@ class Config:
             self.IMAGE_SHAPE = np.array(
                 [self.IMAGE_MAX_DIM, self.IMAGE_MAX_DIM, self.IMAGE_CHANNEL_COUNT]
             )
-        # image_meta: id (1) + original shape (3) + image shape (3) + window (4) + scale (1)
-        # + active class ids (NUM_CLASSES).
-        self.IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + self.NUM_CLASSES
+        # image_meta: id, original shape, image shape, window, scale, active class ids
+        # (mrcnn.image_meta owns the layout).
+        self.IMAGE_META_SIZE = image_meta_size(self.NUM_CLASSES)
         self.BACKBONE_STRIDES = self.backbone_strides()
 
     # ----------------------------------------------------------------------------- derived

@@ -21,6 +21,8 @@ import skimage.transform
 from mrcnn.anchors import get_anchors
 from mrcnn.augmentation import apply_augmentation
 from mrcnn.box_ops import denorm_boxes, extract_bboxes, norm_boxes
+from mrcnn.image_meta import FIELDS as IMAGE_META_FIELDS
+from mrcnn.image_meta import compose_image_meta, parse_image_meta  # noqa: F401  (re-exported)
 from mrcnn.targets import build_rpn_targets
 
 logger = logging.getLogger(__name__)
@@ -233,30 +235,6 @@ def unmold_mask(mask: np.ndarray, bbox, image_shape, threshold: float = 0.5) -> 
     return full
 
 
-# ----------------------------------------------------------------------------- image meta
-def compose_image_meta(image_id: int, original_image_shape, image_shape, window, scale: float,
-                       active_class_ids) -> np.ndarray:
-    """Matterport's image_meta vector: id, original shape, image shape, window, scale,
-    active class ids."""
-    return np.array(
-        [image_id, *original_image_shape, *image_shape, *window, scale, *active_class_ids],
-        dtype=np.float32,
-    )
-
-
-def parse_image_meta(meta: np.ndarray) -> dict[str, np.ndarray]:
-    """Split image_meta rows [B, META] into named fields."""
-    meta = np.asarray(meta)
-    return {
-        "image_id": meta[:, 0].astype(np.int32),
-        "original_image_shape": meta[:, 1:4].astype(np.int32),
-        "image_shape": meta[:, 4:7].astype(np.int32),
-        "window": meta[:, 7:11].astype(np.int32),
-        "scale": meta[:, 11].astype(np.float32),
-        "active_class_ids": meta[:, 12:].astype(np.int32),
-    }
-
-
 def mold_image(images: np.ndarray, config) -> np.ndarray:
     """What the network sees: float32, MEAN_PIXEL subtracted."""
     return images.astype(np.float32) - config.MEAN_PIXEL
@@ -323,7 +301,7 @@ def _pad_to_common_shape(images: list[np.ndarray], metas: list[np.ndarray]
         pad = [(0, height - image.shape[0]), (0, width - image.shape[1]), (0, 0)]
         out_images.append(np.pad(image, pad, mode="constant", constant_values=0))
         meta = meta.copy()
-        meta[4:6] = (height, width)
+        meta[IMAGE_META_FIELDS["image_shape"]][:2] = (height, width)  # a view: writes meta
         out_metas.append(meta)
     return out_images, out_metas
 
@@ -555,7 +533,7 @@ def build_batch(dataset, config, image_ids, anchors_px: np.ndarray, rng: np.rand
     for i, image_id in enumerate(image_ids):
         image, meta, class_ids, boxes, masks = _load_finite_gt(dataset, cfg, int(image_id),
                                                                augmentation, rng)
-        image_id = int(meta[0])
+        image_id = int(meta[IMAGE_META_FIELDS["image_id"]][0])
         if image.shape[:2] != shape:
             raise ValueError(f"{dataset.image_reference(int(image_id))}: resized to "
                              f"{image.shape[:2]}, the model expects {shape}; use "

@@ -5,17 +5,18 @@ from __future__ import annotations
 import tensorflow as tf
 
 from mrcnn.box_ops import tf_apply_box_deltas, tf_batched_nms, tf_clip_boxes
+from mrcnn.image_meta import parse_image_meta_graph
 from mrcnn.precision import Float32Layer
 
 
 def window_from_meta(image_meta: tf.Tensor) -> tf.Tensor:
     """The image area inside the padding, normalised: [B, 4] (y1, x1, y2, x2).
 
-    image_meta holds the padded image shape at [4:7] and the window in pixels at [7:11].
+    The window is in pixels of the padded (molded) image, whose height and width divide it.
     """
-    shape = tf.cast(image_meta[:, 4:6], tf.float32)
-    window = tf.cast(image_meta[:, 7:11], tf.float32)
-    return window / tf.concat([shape, shape], axis=1)
+    meta = parse_image_meta_graph(image_meta)
+    shape = meta["image_shape"][:, :2]
+    return meta["window"] / tf.concat([shape, shape], axis=1)
 
 
 def refine_boxes(rois: tf.Tensor, deltas: tf.Tensor, class_ids: tf.Tensor, bbox_std_dev,

@@ -49,6 +49,11 @@ from mrcnn.checkpoint import (
 from mrcnn.data import DataGenerator, mold_inputs, unmold_mask
 from mrcnn.detection import DetectionLayer
 from mrcnn.heads import HeadOutputs, box_head, classifier, head_initializer, mask_head
+from mrcnn.image_meta import (  # noqa: F401  (compose/parse: Matterport's mrcnn.model names)
+    compose_image_meta,
+    parse_image_meta,
+    parse_image_meta_graph,
+)
 from mrcnn.lr_schedule import learning_rate_schedule
 from mrcnn.malloc import tune_malloc
 from mrcnn.norm import BatchNorm, config_norm
@@ -182,7 +187,8 @@ class MaskRCNNTrainer(keras.Model):
             return np.int32(0)
 
         tf.cond(finite, lambda: tf.constant(0, tf.int32),
-                lambda: tf.py_function(record, [image_meta[:, 0], values], tf.int32))
+                lambda: tf.py_function(record, [parse_image_meta_graph(image_meta)["image_id"],
+                                                values], tf.int32))
 
     def test_step(self, data):
         _, losses, total = self._forward(data, training=False)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from mrcnn.image_meta import parse_image_meta_graph
 from mrcnn.precision import Float32Layer
 
 # Level assignment of the FPN paper (eq. 1): a 224 x 224 box belongs to level 4.
@@ -173,7 +174,7 @@ class PyramidROIAlign(Float32Layer):
 
     call([boxes [B, N, 4], image_meta [B, META], p2, p3, p4, p5]) -> [B, N, ph, pw, C] in the
     order of the input boxes (Matterport's input order). The model input size (H, W) is read
-    from image_meta[:, 4:6].
+    from image_meta's image shape.
     """
 
     def __init__(self, pool_shape: int | Sequence[int], sampling_ratio: int = 2, **kwargs):
@@ -190,7 +191,7 @@ class PyramidROIAlign(Float32Layer):
                 f"{len(feature_maps)}"
             )
         boxes = tf.cast(boxes, tf.float32)
-        image_shape = tf.cast(image_meta, tf.float32)[:, 4:6]
+        image_shape = parse_image_meta_graph(image_meta)["image_shape"][:, :2]
         levels = tf.reshape(level_for_boxes(boxes, image_shape), [-1])
         batch_and_count = tf.shape(boxes)[:2]
         flat_boxes = tf.reshape(boxes, [-1, 4])

@@ -175,3 +175,23 @@ def test_mold_inputs_refuses_nan_images():
     image[3, 4, 1] = np.nan
     with pytest.raises(NonFiniteImageError, match="detect input #1"):
         mold_inputs([np.zeros((32, 32, 3), np.float32), image], TinyConfig())
+
+
+def test_image_meta_layout_reads_the_same_with_numpy_and_in_the_graph():
+    import tensorflow as tf
+
+    from mrcnn.image_meta import image_meta_size, parse_image_meta_graph
+
+    metas = np.stack([
+        compose_image_meta(7, (30, 60, 3), (64, 64, 3), (16, 0, 48, 64), 1.5, [1, 1, 0]),
+        compose_image_meta(9, (64, 32, 1), (64, 64, 1), (0, 16, 64, 48), 0.5, [1, 0, 1]),
+    ])
+    assert metas.shape[1] == image_meta_size(3) == 15
+    numpy_fields = parse_image_meta(metas)
+    graph_fields = {k: v.numpy() for k, v in parse_image_meta_graph(tf.constant(metas)).items()}
+    assert set(numpy_fields) == set(graph_fields)
+    for name, value in numpy_fields.items():
+        np.testing.assert_array_equal(graph_fields[name], value.astype(np.float32), err_msg=name)
+    np.testing.assert_array_equal(numpy_fields["image_id"], [7, 9])
+    np.testing.assert_array_equal(numpy_fields["window"][1], [0, 16, 64, 48])
+    np.testing.assert_array_equal(numpy_fields["active_class_ids"][1], [1, 0, 1])
