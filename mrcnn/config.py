@@ -146,6 +146,8 @@ class Config:
         "mrcnn_mask_loss": 1.0,
     }
 
+    # Matterport's switch to train the heads on ROIs given as an input instead of the RPN's;
+    # only True (the RPN's proposals) is implemented, and False is refused, not ignored.
     USE_RPN_ROIS = True
     # Train BatchNorm layers? Matterport's meaning: False freezes them (right with pretrained
     # weights and small batches), True or None trains them. Used only when NORM is None.
@@ -224,6 +226,9 @@ class Config:
         if self.IMAGE_RESIZE_MODE not in RESIZE_MODES:
             fail("IMAGE_RESIZE_MODE", f"must be one of {RESIZE_MODES}, got "
                  f"{self.IMAGE_RESIZE_MODE!r}")
+        if self.USE_RPN_ROIS is not True:
+            fail("USE_RPN_ROIS", "only True is supported: the heads train on the RPN's "
+                 "proposals (Matterport's input_rois path is not implemented)")
         if self.IMAGE_CHANNEL_COUNT not in (1, 3):
             fail("IMAGE_CHANNEL_COUNT", f"must be 1 or 3, got {self.IMAGE_CHANNEL_COUNT}")
         if self.MEAN_PIXEL.size != self.IMAGE_CHANNEL_COUNT:

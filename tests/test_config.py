@@ -43,6 +43,7 @@ def test_fpn_strides_and_scales():
         ("ROI_POSITIVE_RATIO", 0.0, "ROI_POSITIVE_RATIO"),
         ("TRAIN_ROIS_PER_IMAGE", 0, "TRAIN_ROIS_PER_IMAGE"),
         ("IMAGE_CHANNEL_COUNT", 2, "IMAGE_CHANNEL_COUNT"),
+        ("USE_RPN_ROIS", False, "input_rois path is not implemented"),
     ],
 )
 def test_validation_names_the_attribute(attr, value, needle):
