@@ -186,19 +186,31 @@ class FrocCurve:
     n_images: int = 0
     n_masses: int = 0
 
-    def tpr_at(self, fpi_points: Iterable[float] = FROC_POINTS) -> dict[float, float]:
-        """TPR at each FPI point, step interpolation: the TPR of the most lenient threshold
-        whose FPI does not exceed the point (the best TPR reachable within that FP budget).
-        Past the curve's last point (all detections kept) the last TPR holds."""
+    def tpr_at(self, fpi_points: Iterable[float] = FROC_POINTS,
+               interpolation: str = "step") -> dict[float, float]:
+        """TPR at each FPI point. ``"step"`` (what our reports use): the TPR of the most
+        lenient threshold whose FPI does not exceed the point (the best TPR reachable within
+        that FP budget). ``"linear"``: linear between the operating points around it (MONAI's
+        ``compute_froc_score`` and the CAMELYON16 evaluation read FROC curves this way). Past
+        the curve's last point (all detections kept) the last TPR holds either way."""
         points = [float(p) for p in fpi_points]
-        return dict(zip(points, self.tpr_at_array(points).tolist(), strict=True))
+        return dict(zip(points, self.tpr_at_array(points, interpolation).tolist(), strict=True))
 
-    def tpr_at_array(self, fpi_points: Iterable[float]) -> np.ndarray:
+    def tpr_at_array(self, fpi_points: Iterable[float],
+                     interpolation: str = "step") -> np.ndarray:
         """``tpr_at`` as an array in the order of the points (duplicates kept)."""
         points = np.asarray(list(fpi_points), dtype=np.float64)
         if not np.all(points >= 0):
             raise ValueError(f"FrocCurve.tpr_at: FPI points must be >= 0, got {points}")
-        return self.tpr[np.searchsorted(self.fpi, points, side="right") - 1]
+        if interpolation == "step":
+            return self.tpr[np.searchsorted(self.fpi, points, side="right") - 1]
+        if interpolation == "linear":
+            # One point per FPI value, the highest TPR reached at it (the top of each vertical
+            # step), so that the x values increase strictly.
+            last = np.append(self.fpi[1:] != self.fpi[:-1], True)
+            return np.interp(points, self.fpi[last], self.tpr[last])
+        raise ValueError(f"FrocCurve.tpr_at: interpolation must be 'step' or 'linear', got "
+                         f"{interpolation!r}")
 
 
 def _label_image(
@@ -217,19 +229,50 @@ def _label_image(
     return is_tp, is_fp
 
 
+def _per_lesion_events(
+    boxes: np.ndarray, scores: np.ndarray, truths: np.ndarray, iou_threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, is TP, is FP) events of one image, the per-lesion way: one TP event per mass
+    that some detection hits, at the best score among those; one FP event per detection that
+    hits no mass. Detections on an already-found mass count for nothing."""
+    hits = compute_overlaps(boxes, truths) > iou_threshold  # [N, G]
+    found = hits.any(axis=0)
+    mass_scores = np.where(hits, scores[:, None], -np.inf).max(axis=0, initial=-np.inf)[found]
+    false = scores[~hits.any(axis=1)]
+    events = np.concatenate([mass_scores, false])
+    is_tp = np.arange(events.size) < mass_scores.size
+    return events, is_tp, ~is_tp
+
+
+MATCHINGS = ("greedy", "per_lesion")
+
+
 def froc(
     predictions: Sequence[tuple[np.ndarray, np.ndarray]],
     ground_truths: Sequence[np.ndarray],
     iou_threshold: float = 0.2,
     duplicate_is_fp: bool = False,
+    matching: str = "greedy",
 ) -> FrocCurve:
     """FROC over a set of images: TPR (found masses / all masses) against FPs per image.
 
     predictions: per image (boxes [N, 4], scores [N]); ground_truths: per image boxes [G, 4]
-    (G = 0 for images without a mass; they still count as images). A detection is a TP when its
-    IoU with a mass is > iou_threshold. Within an image, matching is greedy by descending score,
-    so a lower threshold only adds detections and every label holds at every threshold.
+    (G = 0 for images without a mass; they still count as images). A detection hits a mass when
+    their IoU is > iou_threshold. ``matching``:
+
+    - ``"greedy"`` (what our reports use): within an image, detections by descending score each
+      take the unmatched mass they overlap most; a lower threshold only adds detections, so
+      every label holds at every threshold. A box over two masses finds one; a detection on a
+      mass already found is a duplicate (an FP with ``duplicate_is_fp``, else ignored).
+    - ``"per_lesion"`` (LUNA16's and CAMELYON16's count): a mass is found at a threshold when
+      any detection kept there hits it; a detection is an FP when it hits no mass. A box over
+      two masses finds both; duplicates are ignored (``duplicate_is_fp`` must stay False).
     """
+    if matching not in MATCHINGS:
+        raise ValueError(f"metrics.froc: matching must be one of {MATCHINGS}, got {matching!r}")
+    if matching == "per_lesion" and duplicate_is_fp:
+        raise ValueError("metrics.froc: duplicate_is_fp applies to greedy matching only "
+                         "(per-lesion counting ignores detections on a found mass)")
     if len(predictions) != len(ground_truths):
         raise ValueError(
             f"metrics.froc: {len(predictions)} prediction entries but {len(ground_truths)} "
@@ -243,7 +286,10 @@ def froc(
         boxes = _boxes(boxes, f"froc: predictions[{i}] boxes")
         scores = _vector(scores, f"froc: predictions[{i}] scores", length=boxes.shape[0])
         truths = _boxes(truths, f"froc: ground_truths[{i}]")
-        is_tp, is_fp = _label_image(boxes, scores, truths, iou_threshold, duplicate_is_fp)
+        if matching == "greedy":
+            is_tp, is_fp = _label_image(boxes, scores, truths, iou_threshold, duplicate_is_fp)
+        else:
+            scores, is_tp, is_fp = _per_lesion_events(boxes, scores, truths, iou_threshold)
         all_scores.append(scores)
         all_tp.append(is_tp)
         all_fp.append(is_fp)

@@ -203,6 +203,63 @@ def test_froc_tpr_at_step_interpolation():
         curve.tpr_at([-1.0])
 
 
+def test_froc_linear_interpolation_between_operating_points():
+    predictions, truths = hand_case()
+    curve = metrics.froc(predictions, truths)
+    # Points (FPI, TPR), each FPI's top: (0, 2/3), (1/4, 1), (1/2, 1), ... Halfway from 0 to
+    # 1/4 is halfway from 2/3 to 1; the step reading keeps 2/3 until the FP budget allows 1/4.
+    linear = curve.tpr_at([0.0, 0.125, 0.25, 5.0], interpolation="linear")
+    assert linear == pytest.approx({0.0: 2 / 3, 0.125: 5 / 6, 0.25: 1.0, 5.0: 1.0})
+    step = curve.tpr_at([0.0, 0.125, 0.25, 5.0])
+    assert step == pytest.approx({0.0: 2 / 3, 0.125: 2 / 3, 0.25: 1.0, 5.0: 1.0})
+    with pytest.raises(ValueError, match="interpolation"):
+        curve.tpr_at([1.0], interpolation="cubic")
+
+
+def two_masses_under_one_box():
+    """Image 1: masses m1, m2 side by side; A covers both (IoU 0.59 with m1, 0.50 with m2;
+    score 0.9), B hits nothing (0.8), C lies on m1 only (0.7). Image 2: no mass, D (0.6)."""
+    truths = [np.array([[0, 0, 10, 10], [0, 8, 10, 18]]), np.zeros((0, 4))]
+    predictions = [
+        (np.array([[0, 0, 10, 17], [50, 50, 60, 60], [0, 0, 10, 10]]), np.array([0.9, 0.8, 0.7])),
+        (np.array([[0, 0, 5, 5]]), np.array([0.6])),
+    ]
+    return predictions, truths
+
+
+def test_froc_greedy_and_per_lesion_counting_differ_on_a_box_over_two_masses():
+    predictions, truths = two_masses_under_one_box()
+    greedy = metrics.froc(predictions, truths)
+    # A takes m1 (its better overlap), C is a duplicate on m1: m2 is never found.
+    np.testing.assert_allclose(greedy.thresholds, [np.inf, 0.9, 0.8, 0.7, 0.6])
+    np.testing.assert_allclose(greedy.tpr, [0, 0.5, 0.5, 0.5, 0.5])
+    np.testing.assert_allclose(greedy.fpi, [0, 0, 0.5, 0.5, 1.0])
+    lesion = metrics.froc(predictions, truths, matching="per_lesion")
+    # A finds both masses at 0.9; C adds nothing; B and D are the false positives.
+    np.testing.assert_allclose(lesion.thresholds, [np.inf, 0.9, 0.8, 0.6])
+    np.testing.assert_allclose(lesion.tpr, [0, 1, 1, 1])
+    np.testing.assert_allclose(lesion.fpi, [0, 0, 0.5, 1.0])
+    with pytest.raises(ValueError, match="greedy matching only"):
+        metrics.froc(predictions, truths, matching="per_lesion", duplicate_is_fp=True)
+    with pytest.raises(ValueError, match="matching must be"):
+        metrics.froc(predictions, truths, matching="hungarian")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_froc_per_lesion_matches_a_loop_reference(seed):
+    predictions, truths = random_detection_set(np.random.default_rng(seed))
+    curve = metrics.froc(predictions, truths, iou_threshold=0.3, matching="per_lesion")
+    n_masses = sum(len(t) for t in truths)
+    for threshold, tpr, fpi in zip(curve.thresholds[1:], curve.tpr[1:], curve.fpi[1:],
+                                   strict=True):
+        found = false = 0
+        for (boxes, scores), masses in zip(predictions, truths, strict=True):
+            kept = [b for b, s in zip(boxes, scores, strict=True) if s >= threshold]
+            found += sum(any(loop_iou(b, m) > 0.3 for b in kept) for m in masses)
+            false += sum(not any(loop_iou(b, m) > 0.3 for m in masses) for b in kept)
+        assert (tpr, fpi) == pytest.approx((found / n_masses, false / len(truths)))
+
+
 def test_froc_iou_boundary_is_strict():
     truth = [np.array([[0, 0, 10, 10]])]
     at_boundary = [(np.array([[0, 0, 10, 2]]), np.array([0.9]))]  # IoU exactly 0.2
