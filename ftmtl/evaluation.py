@@ -51,7 +51,7 @@ from ftmtl.metrics import (
 )
 from ftmtl.model import ftmtl_setting
 from ftmtl.veto import BENIGN_CLASS_ID, MALIGNANT_CLASS_ID, case_malignancy_score
-from mrcnn.box_ops import compute_overlaps
+from mrcnn.box_ops import compute_overlaps, valid_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -475,7 +475,7 @@ def _case_dice(case: CasePrediction):
         return [], case.gt_boxes.shape[0]
     predicted = case.original_masks(candidates)
     extents = np.concatenate([case.gt_masks.extents(), predicted.extents()])
-    extents = extents[np.any(extents != 0, axis=1)]
+    extents = extents[valid_boxes(extents)]
     if extents.size == 0:
         window = (0, 0, 1, 1)
     else:

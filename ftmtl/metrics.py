@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as sk_metrics
 
-from mrcnn.box_ops import compute_overlaps, compute_overlaps_masks
+from mrcnn.box_ops import compute_overlaps, compute_overlaps_masks, valid_boxes
 
 ROC_GRID = np.linspace(0.0, 1.0, 101)
 FROC_POINTS = (0.5, 1.0, 2.0, 3.67, 5.0)
@@ -528,8 +528,8 @@ def _instances(
         pred_masks = _masks(pred_masks, f"{where} pred_masks", pred_boxes.shape[0])
     else:
         gt_masks = pred_masks = None
-    gt = np.any(gt_boxes != 0, axis=1)
-    pred = np.flatnonzero(np.any(pred_boxes != 0, axis=1))
+    gt = valid_boxes(gt_boxes)
+    pred = np.flatnonzero(valid_boxes(pred_boxes))
     pred = pred[_score_order(pred_scores[pred])]
     return _Instances(
         gt_boxes[gt], gt_class_ids[gt], _take(gt_masks, gt),

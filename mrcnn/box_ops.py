@@ -222,10 +222,18 @@ def tf_clip_boxes(boxes: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
     return tf.minimum(tf.maximum(boxes, low), high)
 
 
+def valid_boxes(boxes):
+    """bool [...]: the rows of boxes [..., 4] (y1, x1, y2, x2) that are real boxes, with
+    positive height and width. Padding rows (all zeros) and degenerate boxes are not. The one
+    definition of padding everywhere: numpy arrays give a numpy mask, tensors a tensor."""
+    return (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+
+
 def tf_trim_zeros(boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Drop padding rows (all zeros) of [N, 4]; returns (kept boxes, [N] bool mask of kept)."""
-    nonzero = tf.reduce_any(tf.not_equal(boxes, 0), axis=1)
-    return tf.boolean_mask(boxes, nonzero), nonzero
+    """Drop padding rows of [N, 4] (``valid_boxes``); returns (kept boxes, [N] bool mask of
+    kept)."""
+    valid = valid_boxes(boxes)
+    return tf.boolean_mask(boxes, valid), valid
 
 
 def tf_batched_nms(

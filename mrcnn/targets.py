@@ -98,14 +98,9 @@ def build_rpn_targets(
 
 
 # ----------------------------------------------------------------------------- ROI sampling
-def _has_area(boxes: tf.Tensor) -> tf.Tensor:
-    """bool [...]: boxes [..., 4] with positive height and width (padding rows have neither)."""
-    return tf.logical_and(boxes[..., 2] > boxes[..., 0], boxes[..., 3] > boxes[..., 1])
-
-
 def valid_roi_mask(rois: tf.Tensor) -> tf.Tensor:
     """bool [B, T]: the rows of rois [B, T, 4] that are real ROIs (non-zero area), not padding."""
-    return _has_area(tf.cast(rois, tf.float32))
+    return box_ops.valid_boxes(tf.cast(rois, tf.float32))
 
 
 def _best_match(overlaps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -173,12 +168,12 @@ def sample_rois(
     rois_per_image = int(config.TRAIN_ROIS_PER_IMAGE)
     proposals = tf.cast(proposals, tf.float32)
     # Zero-area rows are padding (or degenerate boxes clipped to a border): never sampled.
-    proposals = tf.boolean_mask(proposals, _has_area(proposals))
+    proposals = tf.boolean_mask(proposals, box_ops.valid_boxes(proposals))
     gt_boxes = tf.cast(gt_boxes, tf.float32)
     gt_class_ids = tf.cast(gt_class_ids, tf.int32)
     crowd_boxes = tf.boolean_mask(gt_boxes, gt_class_ids < 0)
     # Padding rows (class 0, zero box) and degenerate boxes can match nothing: not instances.
-    is_instance = tf.logical_and(gt_class_ids > 0, _has_area(gt_boxes))
+    is_instance = tf.logical_and(gt_class_ids > 0, box_ops.valid_boxes(gt_boxes))
     gt_boxes = tf.boolean_mask(gt_boxes, is_instance)
     gt_class_ids = tf.boolean_mask(gt_class_ids, is_instance)
     gt_masks = tf.boolean_mask(gt_masks, is_instance, axis=2)

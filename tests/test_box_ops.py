@@ -261,3 +261,13 @@ def test_tf_trim_zeros():
     kept, nonzero = box_ops.tf_trim_zeros(boxes)
     np.testing.assert_array_equal(nonzero.numpy(), [True, False, True, False])
     np.testing.assert_allclose(kept.numpy(), boxes.numpy()[[0, 2]])
+
+
+def test_valid_boxes_is_one_definition_for_numpy_and_tensors():
+    boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0, 0, 0, 0], [0.2, 0.2, 0.2, 0.6],
+                      [0.3, 0.4, 0.1, 0.9], [0, 0, 0.2, 0.3]], dtype=np.float32)
+    expected = [True, False, False, False, True]  # padding, zero height, negative height
+    np.testing.assert_array_equal(box_ops.valid_boxes(boxes), expected)
+    np.testing.assert_array_equal(box_ops.valid_boxes(tf.constant(boxes)).numpy(), expected)
+    batch = np.stack([boxes, boxes[::-1]])
+    assert box_ops.valid_boxes(batch).shape == (2, 5)
