@@ -250,16 +250,28 @@ def load_legacy_h5(
     path = os.fspath(path)
     exclude_set = {exclude} if isinstance(exclude, str) else set(exclude or ())
     model_layers = _weighted_layers(model)
-    with h5py.File(path, "r") as file:
-        entries = _file_layers(file, path, _nested_model_names(model))
-        match = _match_by_name if by_name else _match_in_order
-        pairs, report = match(model_layers, entries, exclude_set, path)
-        assignments = [
-            (layer, _check_shapes(path, layer, entry.weight_names, entry.values()))
-            for layer, entry in pairs
-        ]
+    try:
+        with h5py.File(path, "r") as file:
+            entries = _file_layers(file, path, _nested_model_names(model))
+            match = _match_by_name if by_name else _match_in_order
+            pairs, report = match(model_layers, entries, exclude_set, path)
+            if not pairs and report.unused_in_file:
+                raise ValueError(
+                    f"{path}: none of its {len(entries)} layers matches a layer of this model "
+                    f"(a file of another architecture?); file layers: "
+                    f"{_abbreviate(report.unused_in_file)}; model layers: "
+                    f"{_abbreviate(report.missing_in_file)}")
+            assignments = [
+                (layer, _check_shapes(path, layer, entry.weight_names, entry.values()))
+                for layer, entry in pairs
+            ]
+    except OSError as err:  # h5py: not HDF5, truncated, or a dataset that cannot be read
+        raise ValueError(f"{path}: not a readable HDF5 weight file, perhaps truncated or "
+                         f"corrupt ({err})") from err
     _assign(assignments)
-    logger.info("Weights from %s: %s", path, report.summary())
+    skipped = report.missing_in_file or report.unused_in_file or report.other_norm
+    logger.log(logging.WARNING if skipped else logging.INFO, "Weights from %s: %s", path,
+               report.summary())
     return report
 
 

@@ -4,6 +4,7 @@ conversion and conv1 folding. Nothing is downloaded: every model has random weig
 from __future__ import annotations
 
 import itertools
+import logging
 
 import h5py
 import keras
@@ -274,6 +275,56 @@ def test_report_missing_and_unused(source_model, tmp_path):
     assert "tiny_c3_conv1" not in report.loaded and len(report.loaded) == len(ALL_LAYERS) - 1
 
 
+def test_skipped_layers_are_listed_in_a_warning(source_model, tmp_path, caplog):
+    groups = [(name, weights) for name, weights in keras2_layout(source_model)
+              if name != "tiny_c3_conv1"]
+    path = tmp_path / "weights.h5"
+    write_keras2_h5(path, groups)
+    with caplog.at_level(logging.INFO, logger="mrcnn.weights"):
+        load_legacy_h5(small_model(), path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "weights.h5" in warnings[0]
+    assert "not in the source: tiny_c3_conv1" in warnings[0]
+    caplog.clear()
+    write_keras2_h5(path, keras2_layout(source_model))
+    with caplog.at_level(logging.INFO, logger="mrcnn.weights"):
+        load_legacy_h5(small_model(), path)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_file_of_another_architecture_is_refused_and_changes_nothing(tmp_path):
+    groups = [("mrcnn_class_logits", [("mrcnn_class_logits/kernel:0", np.ones((4, 3)))]),
+              ("res2a_branch2a", [("res2a_branch2a/kernel:0", np.ones((1, 1, 64, 64)))])]
+    path = tmp_path / "other_model.h5"
+    write_keras2_h5(path, groups)
+    target = small_model()
+    before = weights_of(target)
+    with pytest.raises(ValueError, match=r"other_model\.h5: none of its 2 layers matches.*"
+                                         r"mrcnn_class_logits.*model layers: bn_conv1"):
+        load_legacy_h5(target, path)
+    for name, values in weights_of(target).items():
+        assert_same_weights(values, before[name])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_hdf5", "truncated_data"])
+def test_a_damaged_file_gets_an_error_that_names_it(source_model, tmp_path, damage):
+    path = tmp_path / "damaged.h5"
+    write_keras2_h5(path, keras2_layout(source_model))
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[:1000])
+    elif damage == "not_hdf5":
+        path.write_bytes(b"<html>404 Not Found</html>" * 40)
+    else:  # the header and layer list survive, the arrays at the end do not
+        path.write_bytes(data[:int(len(data) * 0.7)])
+    target = small_model()
+    before = weights_of(target)
+    with pytest.raises(ValueError, match=r"damaged\.h5: not a readable HDF5 weight file"):
+        load_legacy_h5(target, path)
+    for name, values in weights_of(target).items():
+        assert_same_weights(values, before[name])
+
+
 def test_shape_mismatch_names_layer_and_changes_nothing(source_model, tmp_path):
     path = tmp_path / "weights.h5"
     write_keras2_h5(path, keras2_layout(source_model))
@@ -299,7 +350,8 @@ def test_load_in_order(source_model, tmp_path):
     path = tmp_path / "renamed.h5"
     write_keras2_h5(path, groups)
     target = small_model()
-    assert load_legacy_h5(target, path).loaded == []
+    with pytest.raises(ValueError, match="none of its 21 layers matches"):
+        load_legacy_h5(target, path)  # by name: nothing matches
     report = load_legacy_h5(target, path, by_name=False)
     assert report.loaded == ALL_LAYERS
     source = weights_of(source_model)
