@@ -532,20 +532,27 @@ def check_resumable(out: Path, args: dict[str, Any]) -> None:
 
 
 def finished_run(run_dir: Path) -> dict[str, Any] | None:
-    """The run's record when it finished and its last checkpoint is still there."""
+    """The run's record when its training finished (evaluated or not) and its last checkpoint
+    is still there."""
     path = run_dir / "result.json"
     if not path.is_file():
         return None
     record = json.loads(path.read_text(encoding="utf-8"))
-    if record.get("status") != "ok" or not Path(record.get("checkpoint", "")).is_file():
+    if (record.get("status") not in ("ok", "trained")
+            or not Path(record.get("checkpoint", "")).is_file()):
         return None
     return record
 
 
-def reevaluate(record: dict[str, Any], args: argparse.Namespace, sets: dict[str, Any],
-               run_dir: Path) -> dict[str, Any]:
-    """Evaluate a finished run's last checkpoint again with the current inference and
-    evaluation code; its training facts (time, history, stages) stay as recorded."""
+def write_run_record(run_dir: Path, record: dict[str, Any]) -> None:
+    (run_dir / "result.json").write_text(json.dumps(_clean(record), indent=1),
+                                         encoding="utf-8")
+
+
+def evaluate_run(record: dict[str, Any], args: argparse.Namespace, sets: dict[str, Any],
+                 run_dir: Path) -> dict[str, Any]:
+    """Evaluate a trained run's last checkpoint on the test set with the current inference
+    and evaluation code; its training facts (time, history, stages) stay as recorded."""
     import keras
 
     from ftmtl.presets import build_model
@@ -554,12 +561,10 @@ def reevaluate(record: dict[str, Any], args: argparse.Namespace, sets: dict[str,
     inference = build_model("inference", inference_config(args, record["model"]),
                             run_dir / "logs")
     result, cases, eval_s = evaluate_checkpoint(inference, record["checkpoint"], sets)
-    metrics = run_metrics(result, cases)
-    metrics["train_s"] = record["metrics"]["train_s"]
-    record = {**record, "metrics": metrics, "eval_s": round(eval_s, 1),
-              "evaluation": result.to_dict(), "resumed": True}
-    (run_dir / "result.json").write_text(json.dumps(_clean(record), indent=1),
-                                         encoding="utf-8")
+    metrics = {**run_metrics(result, cases), "train_s": record["metrics"]["train_s"]}
+    record = {**record, "status": "ok", "metrics": metrics, "eval_s": round(eval_s, 1),
+              "evaluation": result.to_dict()}
+    write_run_record(run_dir, record)
     del inference
     keras.backend.clear_session()
     return record
@@ -625,24 +630,21 @@ def train_and_evaluate(model_name: str, seed: int, args: argparse.Namespace,
         raise FileNotFoundError(f"training ended at epoch {model.epoch} but {checkpoint} is "
                                 "missing")
 
-    result, cases, eval_s = evaluate_checkpoint(inference, checkpoint, sets)
-    metrics = run_metrics(result, cases)
-    metrics["train_s"] = round(wall_s - recorder.eval_s, 1)
-    record = {
-        "model": model_name, "seed": seed, "status": "ok", "config_name": config.NAME,
-        "metrics": metrics, "train_wall_s": round(wall_s, 1),
-        "val_curve_s": round(recorder.eval_s, 1), "eval_s": round(eval_s, 1),
+    # Recorded before the evaluation: a run whose evaluation fails keeps its training, and
+    # --resume evaluates it again instead of training it anew.
+    trained = {
+        "model": model_name, "seed": seed, "status": "trained", "config_name": config.NAME,
+        "metrics": {"train_s": round(wall_s - recorder.eval_s, 1)},
+        "train_wall_s": round(wall_s, 1), "val_curve_s": round(recorder.eval_s, 1),
         "epochs_trained": int(model.epoch), "checkpoint": str(checkpoint),
         "history": recorder.records,
         "stages": [{"name": s.name, "epochs": int(s.epochs), "learning_rate": s.learning_rate,
                     "layers": s.layers} for s in stages],
-        "evaluation": result.to_dict(),
     }
-    (run_dir / "result.json").write_text(json.dumps(_clean(record), indent=1),
-                                         encoding="utf-8")
-    record["_fingerprint"] = fingerprint
+    write_run_record(run_dir, trained)
     del model, inference
-    keras.backend.clear_session()
+    record = evaluate_run(trained, args, sets, run_dir)
+    record["_fingerprint"] = fingerprint
     return record
 
 
@@ -941,7 +943,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if finished is not None:
                     common.log(f"seed {seed} {model}: resumed, its checkpoint "
                                f"{finished['checkpoint']} evaluated again")
-                    record = reevaluate(finished, args, data["sets"], run_dir)
+                    record = {**evaluate_run(finished, args, data["sets"], run_dir),
+                              "resumed": True}
                 else:
                     record = train_and_evaluate(model, seed, args, data["sets"], run_dir)
             except Exception as error:  # one failed run must not hide the others' figures

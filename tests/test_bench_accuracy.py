@@ -156,6 +156,10 @@ def test_a_run_is_finished_only_with_its_checkpoint(tmp_path):
     assert bench.finished_run(tmp_path) == record
     (tmp_path / "result.json").write_text(json.dumps({**record, "status": "error"}))
     assert bench.finished_run(tmp_path) is None
+    # Trained but not evaluated (the evaluation failed): --resume evaluates it, no retraining.
+    trained = {**record, "status": "trained"}
+    (tmp_path / "result.json").write_text(json.dumps(trained))
+    assert bench.finished_run(tmp_path) == trained
 
 
 # ------------------------------------------------------------------------ end to end (slow)
