@@ -48,6 +48,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
@@ -349,6 +351,51 @@ def label_ceiling_auc(folder: str | os.PathLike) -> float | None:
             labels.append(int(image.label == "malignant"))
             scores.append(float(any(m.kind in MALIGNANT_LOOKING for m in image.masses)))
     return roc_auc(labels, scores) if len(set(labels)) == 2 else None
+
+
+def outline_features(mask: np.ndarray) -> list[float] | None:
+    """Five numbers a reader would use on one mass outline: log area, solidity, circularity
+    (perimeter^2 / 4 pi area), eccentricity, extent. None for a mask of under 4 pixels."""
+    from skimage.measure import label, regionprops
+
+    if mask.sum() < 4:
+        return None
+    region = max(regionprops(label(mask)), key=lambda r: r.area)
+    return [math.log(region.area), region.solidity,
+            region.perimeter ** 2 / (4 * math.pi * region.area), region.eccentricity,
+            region.extent]
+
+
+def _outline_set(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
+    from ftmtl.veto import MALIGNANT_CLASS_ID
+
+    rows, labels = [], []
+    for image_id in dataset.image_ids:
+        masks, class_ids = dataset.load_mask(image_id)
+        for k in range(masks.shape[-1]):
+            row = outline_features(masks[..., k])
+            if row is not None:
+                rows.append(row)
+                labels.append(int(class_ids[k] == MALIGNANT_CLASS_ID))
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 5), np.asarray(labels)
+
+
+def outline_baseline_auc(train_ds: Any, test_ds: Any) -> float | None:
+    """Mass AUC of a logistic regression on ``outline_features`` of the true outlines (at the
+    resolution the model sees), fitted on the training masses, scored on the test masses: what
+    the same few training masses teach a simple reader of outlines. None without both labels
+    in either set."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ftmtl.metrics import roc_auc
+
+    (x_train, y_train), (x_test, y_test) = _outline_set(train_ds), _outline_set(test_ds)
+    if len(set(y_train.tolist())) < 2 or len(set(y_test.tolist())) < 2:
+        return None
+    reader = make_pipeline(StandardScaler(), LogisticRegression()).fit(x_train, y_train)
+    return roc_auc(y_test, reader.decision_function(x_test))
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -827,6 +874,14 @@ def report_text(payload: dict[str, Any]) -> str:
                                                 for s, v in ceilings.items())
                   + ". Mass AUC (found): p(malignant) of the best detection on each mass "
                   f"found at IoU >= {FOUND_IOU:g}, the classifier without the veto.", ""]
+    outlines = {seed: facts.get("test", {}).get("outline_baseline_auc")
+                for seed, facts in sorted(payload.get("data", {}).items())}
+    if any(v is not None for v in outlines.values()):
+        lines += ["Outline baseline, the mass AUC of a logistic regression on five numbers of "
+                  "each true outline (log area, solidity, circularity, eccentricity, extent) "
+                  "fitted on the same training masses: " + ", ".join(
+                      f"seed {s}: {_fmt(v)}" for s, v in outlines.items())
+                  + ". Compare with the networks' mass AUC (found).", ""]
     init = payload.get("shared_initial_weights") or {}
     if init:
         lines += ["Initial weights of the layers both models share, identical per seed: "
@@ -882,6 +937,8 @@ def prepare_seed_data(args: argparse.Namespace, seed: int, image_size: int) -> d
         sets[f"{role}_ds"] = load_set(folder, image_size)
         if role == "test":
             facts[role]["label_ceiling_auc"] = label_ceiling_auc(folder)
+            facts[role]["outline_baseline_auc"] = outline_baseline_auc(sets["train_ds"],
+                                                                       sets["test_ds"])
         common.log(f"seed {seed}: {role} set {folder.name} "
                    f"({'reused' if facts[role]['reused'] else 'generated'}): "
                    f"{sets[f'{role}_ds'].summary()}")

@@ -112,6 +112,46 @@ def test_label_ceiling_is_the_shape_family_auc_of_the_manifest(tmp_path):
     assert bench.label_ceiling_auc(tmp_path) == pytest.approx(roc_auc(labels, looks))
 
 
+class OutlineSet:
+    """A dataset of one mass an image: discs (benign, id 1) and spiky stars (malignant, 2)."""
+
+    def __init__(self, radii, malignant):
+        self.masks = [self.star(r) if m else self.disc(r) for r, m in zip(radii, malignant)]
+        self.ids = [2 if m else 1 for m in malignant]
+        self.image_ids = list(range(len(self.masks)))
+
+    @staticmethod
+    def disc(radius):
+        yy, xx = np.mgrid[:64, :64] - 32
+        return (yy ** 2 + xx ** 2) <= radius ** 2
+
+    @staticmethod
+    def star(radius):
+        yy, xx = np.mgrid[:64, :64] - 32
+        angle = np.arctan2(yy, xx)
+        return np.hypot(yy, xx) <= radius * (0.6 + 0.4 * np.abs(np.cos(4 * angle)) ** 3)
+
+    def load_mask(self, image_id):
+        return self.masks[image_id][..., None], np.array([self.ids[image_id]], np.int32)
+
+
+def test_outline_features_tell_a_disc_from_a_star():
+    disc, star = OutlineSet.disc(12), OutlineSet.star(14)
+    area, solidity, circularity, _, _ = bench.outline_features(disc)
+    assert area == pytest.approx(np.log(disc.sum())) and solidity > 0.9
+    assert circularity == pytest.approx(1.0, abs=0.15)
+    assert bench.outline_features(star)[1] < 0.8 and bench.outline_features(star)[2] > 1.5
+    assert bench.outline_features(np.zeros((8, 8), bool)) is None
+
+
+def test_outline_baseline_separates_shapes_it_was_fitted_on_and_needs_both_labels():
+    rng = np.random.default_rng(0)
+    train = OutlineSet(rng.uniform(8, 20, 20), [i % 2 == 1 for i in range(20)])
+    test = OutlineSet(rng.uniform(8, 20, 10), [i % 2 == 0 for i in range(10)])
+    assert bench.outline_baseline_auc(train, test) == pytest.approx(1.0)
+    assert bench.outline_baseline_auc(train, OutlineSet([10, 12], [False, False])) is None
+
+
 def test_paired_comparison_is_scipys_paired_t_test():
     a = {0: {"auc": 0.9, "dice": 0.5}, 1: {"auc": 0.8, "dice": None}, 2: {"auc": 0.85}}
     b = {0: {"auc": 0.7, "dice": 0.4}, 1: {"auc": 0.75, "dice": 0.3}, 2: {"auc": 0.8}}
