@@ -633,10 +633,10 @@ def train_and_evaluate(model_name: str, seed: int, args: argparse.Namespace,
     """Train one model with one seed, evaluate its last checkpoint on the test set."""
     import keras
 
-    from ftmtl.crossval import load_initial_weights
     from ftmtl.inbreast.folds import balanced_sampler
     from ftmtl.presets import build_model, make_config
     from ftmtl.schedule import run_schedule, schedule_for
+    from ftmtl.starting_weights import load_starting_weights, uses_pretrained_recipe
     from mrcnn.augmentation import default_augmentation
     from mrcnn.model import enable_determinism
 
@@ -653,13 +653,13 @@ def train_and_evaluate(model_name: str, seed: int, args: argparse.Namespace,
     inference = build_model("inference", infer_config, logs)
     enable_determinism(seed, ops=not args.nondeterministic)
     model = build_model("training", config, logs)
-    weights = None if args.weights == "none" else args.weights
-    load_initial_weights(model, weights)
+    load_starting_weights(model, args.weights, continue_run=False)
     fingerprint = weight_fingerprint(model)
 
     train_ds = sets["train_ds"]
     val_ds = sets.get("val_ds")
-    stages = schedule_for(config, weights is not None, int(args.epochs), args.lr)
+    stages = schedule_for(config, uses_pretrained_recipe(args.weights, config), int(args.epochs),
+                          args.lr)
     recorder = make_epoch_recorder(stages, inference if val_ds is not None else None, val_ds,
                                    f"seed {seed} {model_name}")
     recorder.owner = model

@@ -53,6 +53,7 @@ from ftmtl.metrics import FROC_POINTS, paired_t_test
 from ftmtl.model import image_size_overrides, prepared_image_size
 from ftmtl.presets import MODELS, build_model, make_config
 from ftmtl.schedule import run_schedule, schedule_for
+from ftmtl.starting_weights import NONE, load_starting_weights, uses_pretrained_recipe
 from mrcnn.augmentation import default_augmentation
 from mrcnn.checkpoint import atomic_write
 from mrcnn.model import enable_determinism
@@ -71,7 +72,6 @@ PLOTS_DIR = "plots"
 N_EXAMPLES = 4
 # Checkpoints kept per fold and model unless config_overrides sets KEEP_CHECKPOINTS.
 CROSSVAL_KEEP_CHECKPOINTS = 1
-IMAGENET = "imagenet"
 
 
 @dataclass
@@ -179,36 +179,9 @@ def _resume(model, model_dir: Path) -> bool:
         checkpoint = model.find_last()
     except FileNotFoundError:
         return False
-    fresh = Path(model.log_dir)
     model.load_weights(checkpoint)
-    if fresh != Path(model.log_dir) and fresh.is_dir() and not any(fresh.iterdir()):
-        fresh.rmdir()  # the empty run folder the constructor claimed
     logger.info("%s: resuming from %s (epoch %d)", model_dir, checkpoint, model.epoch)
     return True
-
-
-def load_initial_weights(model, weights: str | os.PathLike | None,
-                         exclude: Sequence[str] | None = None) -> None:
-    """Initial weights: None (the config's initialisation), "imagenet" (Keras' ResNet weights,
-    downloaded once), "imagenet:<path>" (a local Keras ResNet .h5) or a path to an .h5 file
-    loaded by layer name (``exclude``: layer names to leave as they are, e.g. the class heads
-    of COCO weights). The run keeps its own log folder and starts at epoch 0."""
-    if weights is None:
-        return
-    weights = str(weights)
-    if weights == IMAGENET or weights.startswith(IMAGENET + ":"):
-        loader = getattr(model, "load_imagenet_weights", None)
-        if loader is None:
-            raise RuntimeError(f"weights={weights!r}: this MaskRCNN has no "
-                               "load_imagenet_weights(); give a weights file instead")
-        source = weights.partition(":")[2] or IMAGENET
-        loader(source)
-        return
-    if not Path(weights).is_file():
-        raise FileNotFoundError(f"weights: no file {weights}")
-    log_dir, checkpoint_path = model.log_dir, model.checkpoint_path
-    model.load_weights(weights, exclude=list(exclude or []))
-    model.log_dir, model.checkpoint_path, model.epoch = log_dir, checkpoint_path, 0
 
 
 def _stages_run(stages, start_epoch: int) -> list:
@@ -243,11 +216,12 @@ def _train(config, train_ds: INbreastDataset, run_dir: Path, *, fold: int, seed:
     enable_determinism(seed + fold, ops=deterministic)
     model = build_model("training", config, model_dir)
     if not _resume(model, model_dir):
-        load_initial_weights(model, weights, weights_exclude)
+        load_starting_weights(model, weights, weights_exclude, continue_run=False)
     sampler = (balanced_sampler(train_ds, seed + fold, config.MASS_FREE_SHARE,
                                 config.SAMPLER_WEIGHTS)
                if balanced_sampling else None)
-    stages = schedule_for(config, weights is not None, schedule_epochs, learning_rate)
+    stages = schedule_for(config, uses_pretrained_recipe(weights or NONE, config),
+                          schedule_epochs, learning_rate)
     start_epoch = model.epoch
     histories = run_schedule(model, train_ds, train_ds, stages,
                              augmentation=_augmentation(augmentation), sampler=sampler,
@@ -328,9 +302,11 @@ def run_crossval(
 
     Every model gets the same folds, stages, epochs per stage (``schedule_epochs``), learning
     rate (default the config's LEARNING_RATE), steps per epoch (default the config's) and
-    initial ``weights``; the schedule is ``schedule_for``'s: the paper's three stages of
-    ``schedule_epochs`` each from pretrained ``weights``, one joint stage of ``schedule_epochs``
-    from scratch (``weights`` None). ``image_size``: the image size as the CLI's --image-size
+    initial ``weights`` (``ftmtl.starting_weights``: None or "none", "imagenet[:PATH]",
+    "coco" or an .h5 path; ``weights_exclude``: layers of the file left as initialised); the
+    schedule is ``schedule_for``'s: the paper's three stages of ``schedule_epochs`` each from
+    pretrained ``weights``, one joint stage of ``schedule_epochs`` from scratch.
+    ``image_size``: the image size as the CLI's --image-size
     reads it (``ftmtl.model.image_size_overrides``; default the config's). ``augmentation``:
     True (``default_augmentation()``), False, or an augmenter. ``config_overrides``: config
     attributes for every model (upper-case names). ``only_folds``: train and evaluate these

@@ -398,20 +398,38 @@ class MaskRCNN:
 
     # ------------------------------------------------------------------------ log dirs
     def set_log_dir(self, model_path: str | os.PathLike | None = None) -> None:
-        """Start a new run folder, or continue the one ``model_path`` belongs to (the next
-        epoch is the checkpoint's epoch + 1)."""
-        name = (self.config.NAME or "model").lower()
+        """Name a new run folder, or continue the one ``model_path`` belongs to (the next
+        epoch is the checkpoint's epoch + 1). Nothing is written: ``train`` makes the folder."""
         epoch = checkpoint_epoch(model_path) if model_path else None
         if epoch is not None:
-            self.log_dir = str(Path(model_path).parent)
+            self._use_log_dir(Path(model_path).parent)
             self.epoch = epoch
         else:
-            log_dir = new_log_dir(self.model_dir, name)
-            if self.mode == "training":
-                log_dir.mkdir(parents=True)  # claim the name: runs started together differ
-            self.log_dir = str(log_dir)
+            self._use_log_dir(new_log_dir(self.model_dir, self._run_name()))
             self.epoch = 0
-        self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.h5")
+
+    def _run_name(self) -> str:
+        return (self.config.NAME or "model").lower()
+
+    def _use_log_dir(self, log_dir: str | os.PathLike) -> None:
+        self.log_dir = str(log_dir)
+        self.checkpoint_path = os.path.join(self.log_dir,
+                                            f"mask_rcnn_{self._run_name()}_{{epoch:04d}}.h5")
+
+    def _claim_log_dir(self) -> None:
+        """Make the run folder when training starts. A new run (epoch 0) whose folder another
+        run made since this model was built takes the next free name, so runs started
+        together never share a folder; a continued run writes into its own."""
+        if self.epoch > 0 or getattr(self, "_claimed_log_dir", None) == self.log_dir:
+            os.makedirs(self.log_dir, exist_ok=True)
+            return
+        while True:
+            try:
+                Path(self.log_dir).mkdir(parents=True)
+                break
+            except FileExistsError:
+                self._use_log_dir(new_log_dir(self.model_dir, self._run_name()))
+        self._claimed_log_dir = self.log_dir
 
     def find_last(self) -> str:
         """Path of the last checkpoint of the last run of this configuration."""
@@ -534,7 +552,7 @@ class MaskRCNN:
                                  steps=config.VALIDATION_STEPS, seed=seed + 1,
                                  initial_epoch=self.epoch)
                    if val_dataset is not None else None)
-        os.makedirs(self.log_dir, exist_ok=True)
+        self._claim_log_dir()
         save_config_json(config, os.path.join(self.log_dir, "config.json"))
         self.call_start_epoch = self._call_start(epochs)
         if isinstance(learning_rate, int | float):

@@ -116,7 +116,8 @@ class OutlineSet:
     """A dataset of one mass an image: discs (benign, id 1) and spiky stars (malignant, 2)."""
 
     def __init__(self, radii, malignant):
-        self.masks = [self.star(r) if m else self.disc(r) for r, m in zip(radii, malignant)]
+        self.masks = [self.star(r) if m else self.disc(r)
+                      for r, m in zip(radii, malignant, strict=True)]
         self.ids = [2 if m else 1 for m in malignant]
         self.image_ids = list(range(len(self.masks)))
 

@@ -1,6 +1,7 @@
 """Checkpoint files: by-name layout, atomic writes, finding the last one."""
 
 import os
+from pathlib import Path
 
 import h5py
 import keras
@@ -100,3 +101,23 @@ def test_prune_keeps_the_newest_complete_checkpoints(tmp_path):
     assert checkpoint.prune_checkpoints(tmp_path, keep=5) == []
     with pytest.raises(ValueError, match="keep"):
         checkpoint.prune_checkpoints(tmp_path, keep=0)
+
+
+def test_building_a_model_writes_nothing_until_training_starts(tmp_path):
+    """The run folder is made by train(), not by the constructor: a model only built (to
+    evaluate, or to resume another run) leaves no empty folder behind."""
+    from tiny_config import TinyConfig
+
+    from mrcnn.model import MaskRCNN
+
+    model = MaskRCNN("training", TinyConfig(), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    first = model.log_dir
+    # Another run took the name meanwhile: training moves to the next free one.
+    (tmp_path / Path(first).name).mkdir()
+    model._claim_log_dir()
+    assert model.log_dir != first and Path(model.log_dir).is_dir()
+    assert model.checkpoint_path.startswith(model.log_dir)
+    model._claim_log_dir()  # the same model again (the next stage): same folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [Path(first).name, Path(model.log_dir).name])

@@ -235,73 +235,12 @@ def test_evaluate_writes_metrics_of_the_held_out_fold(trained, dataset_dir, tmp_
 
 
 # ------------------------------------------------------------------------ weights choices
-class RecordingModel:
-    """Records what load_initial_weights asks of a model."""
-
-    def __init__(self, log_dir):
-        self.log_dir = str(log_dir)
-        self.calls = []
-
-    def load_imagenet_weights(self, source):
-        self.calls.append(("imagenet", source))
-        return type("Report", (), {"summary": lambda self: "ok"})()
-
-    def load_weights(self, path, exclude=None):
-        self.calls.append(("load", str(path), exclude))
-
-    def find_last(self):
-        raise FileNotFoundError("no checkpoint")
-
-
-def test_weights_choices_call_the_right_loader(tmp_path, monkeypatch):
-    import mrcnn.weights
-
-    coco = tmp_path / "mask_rcnn_coco.h5"
-    coco.write_bytes(b"")
-    monkeypatch.setattr(mrcnn.weights, "coco_weights_path", lambda download=True: str(coco))
-    model = RecordingModel(tmp_path)
-    inbreast.load_initial_weights(model, "coco")
-    assert model.calls == [("load", str(coco), ["mrcnn_class_logits", "mrcnn_bbox_fc",
-                                                "mrcnn_bbox", "mrcnn_mask"])]
-    model = RecordingModel(tmp_path)
-    inbreast.load_initial_weights(model, "imagenet:/data/resnet50_notop.h5")
-    inbreast.load_initial_weights(model, "imagenet")
-    inbreast.load_initial_weights(model, "none")
-    assert model.calls == [("imagenet", "/data/resnet50_notop.h5"), ("imagenet", "imagenet")]
-    with pytest.raises(FileNotFoundError, match="nothing.h5"):
-        inbreast.load_initial_weights(model, str(tmp_path / "nothing.h5"))
-
-
-def test_crossval_weights_translate_the_choices(tmp_path, monkeypatch):
-    import mrcnn.weights
-
-    monkeypatch.setattr(mrcnn.weights, "coco_weights_path", lambda download=True: "coco.h5")
-    assert inbreast.crossval_weights("none") == (None, None)
-    assert inbreast.crossval_weights("imagenet") == ("imagenet", None)
-    assert inbreast.crossval_weights("coco") == ("coco.h5", list(
-        mrcnn.weights.COCO_CLASS_SPECIFIC_LAYERS))
-    with pytest.raises(ValueError, match="resumes unfinished runs by itself"):
-        inbreast.crossval_weights("last")
-
-
 def test_default_weights_follow_the_backbone():
     from ftmtl.presets import make_config
 
     assert inbreast.resolve_weights(None, make_config("paper")) == "imagenet"
     assert inbreast.resolve_weights(None, make_config("fpn_cpu")) == "none"
     assert inbreast.resolve_weights("coco", make_config("paper_cpu")) == "coco"
-
-
-def test_the_recipe_follows_the_weights_and_last_keeps_the_presets():
-    from ftmtl.presets import make_config
-
-    cpu, paper = make_config("fpn_cpu"), make_config("paper")
-    assert not inbreast.uses_pretrained_recipe("none", paper)
-    assert inbreast.uses_pretrained_recipe("imagenet", cpu)
-    assert inbreast.uses_pretrained_recipe("run/mask_rcnn_x_0003.h5", cpu)
-    # A resumed run continues the schedule its preset starts with.
-    assert not inbreast.uses_pretrained_recipe("last", cpu)
-    assert inbreast.uses_pretrained_recipe("last", paper)
 
 
 # ------------------------------------------------------------------------------------ demo

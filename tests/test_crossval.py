@@ -101,16 +101,6 @@ def test_bad_arguments_are_refused(tmp_path):
         run_crossval(tmp_path, tmp_path / "out", folds=2, only_folds=[2])
 
 
-def test_weights_imagenet_needs_the_loader(tmp_path):
-    class Bare:
-        pass
-
-    with pytest.raises(RuntimeError, match="load_imagenet_weights"):
-        crossval.load_initial_weights(Bare(), "imagenet")
-    with pytest.raises(FileNotFoundError, match="nothing.h5"):
-        crossval.load_initial_weights(Bare(), tmp_path / "nothing.h5")
-
-
 # ----------------------------------------------------------------- end to end (slow)
 
 MODELS = ("ftmtl", "maskrcnn")

@@ -27,6 +27,11 @@ if __package__ in (None, ""):
     # Run as a file (python samples/inbreast/inbreast.py): make the checkout importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from ftmtl.starting_weights import (  # noqa: E402  (no TensorFlow at import)
+    load_starting_weights,
+    uses_pretrained_recipe,
+)
+
 logger = logging.getLogger("inbreast")
 
 # ftmtl.presets.PRESETS and MODELS, spelled out so that --help need not import TensorFlow
@@ -36,7 +41,6 @@ MODEL_NAMES = ("ftmtl", "maskrcnn")
 # The commands that load TensorFlow (its start-up notices are dropped unless -v).
 TENSORFLOW_COMMANDS = ("train", "evaluate", "detect", "crossval", "demo")
 DEFAULT_LOGS = "logs"
-IMAGENET = "imagenet"
 # The numbers `evaluate` prints (metrics.json has them all, with the curves).
 EVALUATE_TABLE = ("n_cases", "n_labelled", "n_detected", "n_masses", "auc", "auc_detected",
                   "tpr_at_fpi", "dice_mean", "box_map50")
@@ -398,7 +402,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     enable_determinism(args.seed, ops=not args.nondeterministic)
     model = build_model("training", config, model_dir(args))
     weights = resolve_weights(args.weights, config)
-    load_initial_weights(model, weights)
+    load_starting_weights(model, weights)
     pretrained = uses_pretrained_recipe(weights, config)
     stages = schedule_for(config, pretrained=pretrained,
                           epochs=args.epochs or recipe_epochs(config, pretrained),
@@ -484,16 +488,15 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 
     overrides = dict(args.overrides)
     config, overrides = sized_config(args.preset, args.models[0], args.image_size, overrides)
-    resolved = resolve_weights(args.weights, config)
-    weights, exclude = crossval_weights(resolved)
+    weights = resolve_weights(args.weights, config)
     result = run_crossval(
         args.dataset, args.out, folds=args.folds, models=args.models, preset=args.preset,
         seed=args.seed,
-        schedule_epochs=args.epochs or recipe_epochs(config, uses_pretrained_recipe(resolved,
-                                                                                    config)),
+        schedule_epochs=args.epochs or recipe_epochs(config,
+                                                     uses_pretrained_recipe(weights, config)),
         learning_rate=args.lr,
         steps_per_epoch=args.steps, image_size=args.image_size, weights=weights,
-        weights_exclude=exclude, augmentation=not args.no_augment,
+        augmentation=not args.no_augment,
         balanced_sampling=not args.no_balance, config_overrides=overrides or None,
         progress=not args.quiet, only_folds=args.only_folds,
         deterministic=not args.nondeterministic)
@@ -608,81 +611,24 @@ def evaluation_ids(dataset, folds: int | None, fold: int | None, seed: int):
 
 def resolve_weights(weights: str | None, config) -> str:
     """--weights, or its default: imagenet for ResNet backbones, none for the tiny one."""
+    from ftmtl.starting_weights import default_weights
+
     if weights is not None:
         return weights
-    default = IMAGENET if config.BACKBONE in ("resnet50", "resnet101") else "none"
+    default = default_weights(config)
     logger.info("--weights not given: starting from %s", default)
     return default
-
-
-def uses_pretrained_recipe(weights: str, config) -> bool:
-    """Whether a run trains with the paper's staged schedule (pretrained weights) or the
-    from-scratch joint stage. 'last' continues the recipe the preset starts with, so a resumed
-    run keeps its schedule."""
-    if weights == "last":
-        weights = resolve_weights(None, config)
-    return weights != "none"
-
-
-def load_initial_weights(model, weights: str) -> None:
-    """Initialise a training model from imagenet[:PATH], coco, last, a .h5 path, or nothing."""
-    started_in = Path(model.log_dir)
-    if weights == "none":
-        logger.info("starting from the initialisers (no pre-trained weights)")
-    elif weights == IMAGENET or weights.startswith(IMAGENET + ":"):
-        report = model.load_imagenet_weights(weights.partition(":")[2] or IMAGENET)
-        logger.info("ImageNet backbone: %s", report.summary())
-    elif weights == "coco":
-        from mrcnn.weights import COCO_CLASS_SPECIFIC_LAYERS, coco_weights_path
-
-        path = coco_weights_path(download=True)
-        try:
-            model.load_weights(path, exclude=list(COCO_CLASS_SPECIFIC_LAYERS))
-        except ValueError as err:
-            raise ValueError(f"{path}: COCO weights do not fit this network ({err}); they "
-                             f"are Matterport's FPN layout: use --preset fpn") from err
-    else:
-        model.load_weights(checkpoint_path(model, weights))
-    if Path(model.log_dir) != started_in:
-        _remove_if_empty(started_in)
-
-
-def crossval_weights(weights: str) -> tuple[str | None, list[str] | None]:
-    """--weights as run_crossval takes them: (weights, layers to exclude)."""
-    if weights == "none":
-        return None, None
-    if weights == "coco":
-        from mrcnn.weights import COCO_CLASS_SPECIFIC_LAYERS, coco_weights_path
-
-        return coco_weights_path(download=True), list(COCO_CLASS_SPECIFIC_LAYERS)
-    if weights == "last":
-        raise ValueError("crossval resumes unfinished runs by itself; --weights last is "
-                         "for train")
-    return weights, None
-
-
-def checkpoint_path(model, weights: str) -> Path:
-    """'last' (the newest checkpoint of this config under the model's model_dir) or a path."""
-    path = Path(model.find_last()) if weights == "last" else Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"--weights {weights}: {path} is not a file")
-    logger.info("weights from %s", path)
-    return path
-
-
-def _remove_if_empty(folder: Path) -> None:
-    """The run folder a training model claims when it is built, left unused by a resume."""
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
 
 
 def inference_model(args: argparse.Namespace, config):
     """(an inference model with --weights loaded, the weight file's path); --weights is a
     path or last."""
     from ftmtl.presets import build_model
+    from ftmtl.starting_weights import checkpoint_file
 
     model = build_model("inference", config, model_dir(args))
-    path = checkpoint_path(model, args.weights)
+    path = checkpoint_file(model, args.weights)
+    logger.info("weights from %s", path)
     model.load_weights(path)
     return model, path
 
