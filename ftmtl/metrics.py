@@ -516,7 +516,7 @@ def _instances(
     use_masks: bool,
     where: str,
 ) -> _Instances:
-    """Check one image's arrays, drop all-zero box rows (padding, docs/DESIGN.md) and sort the
+    """Check one image's arrays, drop padding rows (``valid_boxes``: no area) and sort the
     predictions by descending score (ties keep their order)."""
     gt_boxes = _boxes(gt_boxes, f"{where} gt_boxes")
     gt_class_ids = _class_ids(gt_class_ids, f"{where} gt_class_ids", gt_boxes.shape[0])
