@@ -176,6 +176,14 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=MODEL_NAMES, default="ftmtl",
                    help="ftmtl: FT-MTL-Net; maskrcnn: the same network without the transfer "
                         "branch (default: %(default)s)")
+    _add_config_options(p)
+    p.add_argument("--logs", default=DEFAULT_LOGS, metavar="DIR",
+                   help="folder of training runs and checkpoints; '--weights last' looks here "
+                        "(default: %(default)s)")
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    """--preset, --image-size and --set: the config of every command that builds a model."""
     p.add_argument("--preset", choices=PRESET_NAMES, default="paper",
                    help="network and training settings: paper (ResNet-50 C4, 512 px), fpn "
                         "(Matterport's FPN layout), paper_cpu / fpn_cpu (tiny backbone, "
@@ -190,9 +198,13 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    metavar="NAME=VALUE",
                    help="override a config attribute, e.g. --set DETECTION_MIN_CONFIDENCE=0.3 "
                         "(repeatable; values are Python literals)")
-    p.add_argument("--logs", default=DEFAULT_LOGS, metavar="DIR",
-                   help="folder of training runs and checkpoints; '--weights last' looks here "
-                        "(default: %(default)s)")
+
+
+def _add_checkpoint_option(p: argparse.ArgumentParser) -> None:
+    """--weights of the commands that run a trained model (evaluate, detect)."""
+    p.add_argument("--weights", required=True, metavar="W",
+                   help="a checkpoint PATH, or last (the last checkpoint of this config in "
+                        "--logs)")
 
 
 def _add_fold_options(p: argparse.ArgumentParser, action: str) -> None:
@@ -230,6 +242,7 @@ def add_budget_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
+    """What train and crossval share: the budget, reproducibility, augmentation, sampling."""
     add_budget_options(p)
     add_reproducibility_option(p)
     p.add_argument("--no-augment", action="store_true",
@@ -294,9 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Detect on the dataset (or a held-out fold) and "
                                         "compute the paper's metrics; writes metrics.json.")
     p.add_argument("--dataset", required=True, metavar="DIR", help="INbreast folder")
-    p.add_argument("--weights", required=True, metavar="W",
-                   help="a checkpoint PATH, or last (the last checkpoint of this config in "
-                        "--logs)")
+    _add_checkpoint_option(p)
     _add_model_options(p)
     _add_fold_options(p, "evaluate on fold --fold only")
     p.add_argument("--out", required=True, metavar="DIR", help="where metrics.json goes")
@@ -308,9 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "in the DICOM's pixels, scores, case score).")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="DICOM files, or folders searched recursively for *.dcm")
-    p.add_argument("--weights", required=True, metavar="W",
-                   help="a checkpoint PATH, or last (the last checkpoint of this config in "
-                        "--logs)")
+    _add_checkpoint_option(p)
     _add_model_options(p)
     p.add_argument("--min-confidence", type=probability, metavar="P",
                    help="keep detections scoring at least P (default: the preset's "
@@ -331,24 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "summarise the folds that have results")
     p.add_argument("--models", type=model_list_arg, default=MODEL_NAMES, metavar="LIST",
                    help="comma-separated models to compare (default: ftmtl,maskrcnn)")
-    p.add_argument("--preset", choices=PRESET_NAMES, default="paper",
-                   help="network and training settings (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    add_budget_options(p)
-    p.add_argument("--image-size", type=positive_int, metavar="S",
-                   help="model input side (square presets) or prepared images' long side "
-                        "(crop presets, *_cpu) in pixels (default: the preset's)")
+    _add_config_options(p)
     p.add_argument("--seed", type=int, default=0, help="fold and sampling seed "
                                                        "(default: %(default)s)")
     p.add_argument("--weights", metavar="W",
                    help="starting weights of every fold: imagenet, imagenet:PATH, coco, a .h5 "
                         "PATH or none (default: imagenet for ResNet presets, none for *_cpu); "
                         "an unfinished run resumes from its last checkpoint")
-    p.add_argument("--no-augment", action="store_true", help="no online augmentation")
-    p.add_argument("--no-balance", action="store_true", help="no class-balanced sampling")
-    p.add_argument("--set", dest="overrides", type=override_arg, action="append", default=[],
-                   metavar="NAME=VALUE", help="override a config attribute (repeatable)")
-    add_reproducibility_option(p)
+    _add_training_options(p)
     p.set_defaults(handler=cmd_crossval)
 
     p = commands.add_parser("demo", help="synthetic data + a small FT-MTL vs Mask R-CNN "
