@@ -34,24 +34,9 @@ PRESETS = ("paper", "fpn")
 MODELS = ("ftmtl", "maskrcnn")
 INPUTS_NAME = "inputs.npz"
 SEED = 0
-PRECISIONS = ("float32", "bfloat16", "float16")
-MIXED_POLICIES = {"float32": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 # ============================================================================= our workers
-def our_config(preset: str, model: str, size: int, batch: int, detections: int,
-               overrides: dict[str, Any] | None = None, precision: str = "float32"):
-    """The preset at ``size`` px, ``batch`` images a step, keeping at most ``detections``
-    detections (confidence filter off, as torchvision's box_score_thresh=0 here), then
-    ``overrides`` (config attributes, e.g. to try a cheaper setting)."""
-    from ftmtl.presets import make_config
-
-    values = {"IMAGES_PER_GPU": batch, "IMAGE_MIN_DIM": size, "IMAGE_MAX_DIM": size,
-              "DETECTION_MAX_INSTANCES": detections, "DETECTION_MIN_CONFIDENCE": 0.0,
-              "MIXED_PRECISION": MIXED_POLICIES[precision], **(overrides or {})}
-    return make_config(preset, model, **values)
-
-
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["NAME=VALUE", ...]`` -> {NAME: literal VALUE}."""
     import ast
@@ -91,7 +76,7 @@ def worker_inputs(args: argparse.Namespace) -> dict[str, Any]:
     generate_synthetic_inbreast(data_dir, n_patients=2, seed=SEED,
                                 image_shape=tuple(args.dicom_shape), overwrite=True)
     dataset = synthetic_dataset(data_dir, args.size)
-    config = our_config("fpn", "ftmtl", args.size, 1, args.detections)
+    config = common.our_config("fpn", "ftmtl", args.size, 1, args.detections)
     config.USE_MINI_MASK = False
     payload: dict[str, Any] = {
         "random_image": np.random.default_rng(SEED).integers(
@@ -112,14 +97,13 @@ def worker_inputs(args: argparse.Namespace) -> dict[str, Any]:
 def worker_our_inference(args: argparse.Namespace) -> dict[str, Any]:
     common.configure_tensorflow(args.threads)
     import numpy as np
-    from bench_scaling import count_macs
 
     from ftmtl.presets import build_model
     from mrcnn.anchors import get_anchors
     from mrcnn.data import mold_inputs
 
     image = np.load(Path(args.workdir) / INPUTS_NAME)["random_image"]
-    config = our_config(args.preset, args.model, args.size, 1, args.detections,
+    config = common.our_config(args.preset, args.model, args.size, 1, args.detections,
                         parse_overrides(args.set), args.precision)
     with tempfile.TemporaryDirectory() as model_dir:
         start = time.perf_counter()
@@ -136,7 +120,7 @@ def worker_our_inference(args: argparse.Namespace) -> dict[str, Any]:
         graph = common.time_calls(lambda: net.run_graph(batch), args.runs, args.warmup)
         params = int(sum(np.prod(w.shape) for w in net.keras_model.weights))
         peak_rss = common.peak_rss_mb()  # before the FLOP count's eager call, which needs more
-        gflops = count_macs(net.keras_model, batch)["gflops"]
+        gflops = common.count_macs(net.keras_model, batch)["gflops"]
     return {"framework": "ours", "preset": args.preset, "model": args.model,
             "phase": "inference", "batch": 1, "build_s": build_s, "first_call_s": first_s,
             "detect": common.summary(detect), "graph": common.summary(graph),
@@ -153,7 +137,7 @@ def worker_our_training(args: argparse.Namespace) -> dict[str, Any]:
     from ftmtl.presets import build_model
     from mrcnn.data import DataGenerator
 
-    config = our_config(args.preset, args.model, args.size, args.batch, args.detections,
+    config = common.our_config(args.preset, args.model, args.size, args.batch, args.detections,
                         parse_overrides(args.set), args.precision)
     dataset = synthetic_dataset(Path(args.workdir) / "inbreast", args.size)
     batch = DataGenerator(dataset, config, shuffle=False, steps=1, workers=1)[0]
@@ -566,7 +550,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "which changes the proposals and the ROI counts); the optimizer's "
                         "arithmetic runs all the same")
     parser.add_argument("--train-batches", type=common.int_list, default=[1, 2])
-    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+    parser.add_argument("--precision", choices=common.PRECISIONS, default="float32",
                         help="compute type of both sides: ours through Config.MIXED_PRECISION "
                         "(mixed_bfloat16 / mixed_float16), torchvision through torch.autocast")
     parser.add_argument("--torch-python", help="Python with torch + torchvision (a venv "

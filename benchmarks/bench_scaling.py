@@ -19,7 +19,6 @@ on the same machine with the same threads: a large float32 ``tf.matmul`` (and bf
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import tempfile
@@ -33,70 +32,9 @@ import common  # noqa: E402
 SIZES = (256, 512, 1024)
 PROPOSALS = (100, 300, 1000)
 SEED = 0
-LAYER_GROUPS = (("mrcnn_mask", "mask head"), ("mrcnn_ftmtl", "classifier"),
-                ("mrcnn_class", "box/class head"), ("mrcnn_bbox", "box/class head"),
-                ("rpn_", "rpn"), ("fpn_", "fpn"))
 
 
 # ------------------------------------------------------------------------------ FLOPs
-def layer_group(name: str) -> str:
-    for prefix, group in LAYER_GROUPS:
-        if name.startswith(prefix):
-            return group
-    return "backbone"
-
-
-def layer_macs(layer, inputs, outputs) -> int:
-    """Multiply-adds of one call of a Conv2D, Conv2DTranspose or Dense layer."""
-    import keras
-    import numpy as np
-
-    in_shape = [int(v) for v in inputs.shape]
-    out_shape = [int(v) for v in outputs.shape]
-    if isinstance(layer, keras.layers.Conv2DTranspose):
-        kh, kw = layer.kernel_size
-        return int(np.prod(in_shape)) * kh * kw * layer.filters
-    if isinstance(layer, keras.layers.Conv2D):
-        kh, kw = layer.kernel_size
-        return int(np.prod(out_shape)) * kh * kw * in_shape[-1] // layer.groups
-    if isinstance(layer, keras.layers.Dense):
-        return int(np.prod(in_shape)) * layer.units
-    raise TypeError(type(layer))
-
-
-def count_macs(model, batch: dict) -> dict[str, Any]:
-    """Run ``model`` once eagerly and add up the MACs of its conv and dense calls."""
-    import keras
-    import tensorflow as tf
-
-    calls: list[tuple[str, int]] = []
-    originals = {}
-    for cls in (keras.layers.Conv2DTranspose, keras.layers.Conv2D, keras.layers.Dense):
-        originals[cls] = cls.__dict__.get("call")
-        original = cls.__dict__.get("call", cls.call)
-
-        def wrapped(self, inputs, *args, _original=original, **kwargs):
-            outputs = _original(self, inputs, *args, **kwargs)
-            calls.append((self.name, layer_macs(self, inputs, outputs)))
-            return outputs
-
-        cls.call = functools.wraps(original)(wrapped)
-    try:
-        model({k: tf.convert_to_tensor(v) for k, v in batch.items()}, training=False)
-    finally:
-        for cls, original in originals.items():
-            if original is None:
-                del cls.call
-            else:
-                cls.call = original
-    groups: dict[str, int] = {}
-    for name, macs in calls:
-        groups[layer_group(name)] = groups.get(layer_group(name), 0) + macs
-    total = sum(groups.values())
-    return {"gmacs": total / 1e9, "gflops": 2 * total / 1e9, "layer_calls": len(calls),
-            "gmacs_by_group": {k: v / 1e9 for k, v in sorted(groups.items())}}
-
-
 def profiler_flops(model, batch: dict) -> float | None:
     """tf.compat.v1.profiler's float-op count of the traced inference graph (GFLOPs), or None
     when the profiler is unavailable; ops of unknown shape are skipped by the profiler."""
@@ -154,9 +92,8 @@ def grid(preset_default: int, sizes: list[int], proposals: list[int]) -> list[tu
 def worker_preset(args: argparse.Namespace) -> dict[str, Any]:
     common.configure_tensorflow(args.threads)
     import keras
-    from bench_model import our_config
 
-    default = our_config(args.preset, args.model, 512, 1, args.detections)
+    default = common.our_config(args.preset, args.model, 512, 1, args.detections)
     points = []
     for size, proposals in grid(default.POST_NMS_ROIS_INFERENCE, args.sizes, args.proposals):
         common.log(f"{args.preset}/{args.model}: {size} px, {proposals} proposals")
@@ -169,13 +106,12 @@ def worker_preset(args: argparse.Namespace) -> dict[str, Any]:
 def measure_point(args: argparse.Namespace, size: int, proposals: int) -> dict[str, Any]:
     """FLOPs and latencies of one (size, proposals) network."""
     import numpy as np
-    from bench_model import our_config
 
     from ftmtl.presets import build_model
     from mrcnn.anchors import get_anchors
     from mrcnn.data import mold_inputs
 
-    config = our_config(args.preset, args.model, size, 1, args.detections)
+    config = common.our_config(args.preset, args.model, size, 1, args.detections)
     config.POST_NMS_ROIS_INFERENCE = proposals
     image = np.random.default_rng(SEED).integers(0, 256, (size, size, 3), dtype=np.uint8)
     point: dict[str, Any] = {"size": size, "proposals": proposals}
@@ -186,7 +122,7 @@ def measure_point(args: argparse.Namespace, size: int, proposals: int) -> dict[s
         batch = {"input_image": molded, "input_image_meta": metas,
                  "input_anchors": anchors[np.newaxis].copy()}
         if not args.no_flops:
-            point["flops"] = count_macs(net.keras_model, batch)
+            point["flops"] = common.count_macs(net.keras_model, batch)
         if args.profiler:
             point["profiler_gflops"] = profiler_flops(net.keras_model, batch)
         start = time.perf_counter()

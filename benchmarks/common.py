@@ -1,4 +1,5 @@
-"""Shared helpers of the benchmarks: timing, peak memory, machine facts, worker processes.
+"""Shared helpers of the benchmarks: timing, peak memory, machine facts, worker processes, the
+benchmark configs of our presets and the FLOP count by layer.
 
 Importable without TensorFlow (the torchvision worker runs it in a venv without TF): every TF
 import is inside a function.
@@ -10,6 +11,7 @@ whatever else (TF logging) the process writes.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -239,3 +241,82 @@ def int_list(text: str) -> list[int]:
 def name_list(text: str) -> list[str]:
     """``"paper,fpn"`` -> ["paper", "fpn"] (an argparse type)."""
     return [v for v in text.split(",") if v]
+
+
+# ------------------------------------------------------------- our models, their FLOPs
+PRECISIONS = ("float32", "bfloat16", "float16")
+MIXED_POLICIES = {"float32": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+LAYER_GROUPS = (("mrcnn_mask", "mask head"), ("mrcnn_ftmtl", "classifier"),
+                ("mrcnn_class", "box/class head"), ("mrcnn_bbox", "box/class head"),
+                ("rpn_", "rpn"), ("fpn_", "fpn"))
+
+
+def our_config(preset: str, model: str, size: int, batch: int, detections: int,
+               overrides: dict[str, Any] | None = None, precision: str = "float32"):
+    """The preset at ``size`` px, ``batch`` images a step, keeping at most ``detections``
+    detections (confidence filter off, as torchvision's box_score_thresh=0 here), then
+    ``overrides`` (config attributes, e.g. to try a cheaper setting)."""
+    from ftmtl.presets import make_config
+
+    values = {"IMAGES_PER_GPU": batch, "IMAGE_MIN_DIM": size, "IMAGE_MAX_DIM": size,
+              "DETECTION_MAX_INSTANCES": detections, "DETECTION_MIN_CONFIDENCE": 0.0,
+              "MIXED_PRECISION": MIXED_POLICIES[precision], **(overrides or {})}
+    return make_config(preset, model, **values)
+
+
+def layer_group(name: str) -> str:
+    for prefix, group in LAYER_GROUPS:
+        if name.startswith(prefix):
+            return group
+    return "backbone"
+
+
+def layer_macs(layer, inputs, outputs) -> int:
+    """Multiply-adds of one call of a Conv2D, Conv2DTranspose or Dense layer."""
+    import keras
+    import numpy as np
+
+    in_shape = [int(v) for v in inputs.shape]
+    out_shape = [int(v) for v in outputs.shape]
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        kh, kw = layer.kernel_size
+        return int(np.prod(in_shape)) * kh * kw * layer.filters
+    if isinstance(layer, keras.layers.Conv2D):
+        kh, kw = layer.kernel_size
+        return int(np.prod(out_shape)) * kh * kw * in_shape[-1] // layer.groups
+    if isinstance(layer, keras.layers.Dense):
+        return int(np.prod(in_shape)) * layer.units
+    raise TypeError(type(layer))
+
+
+def count_macs(model, batch: dict) -> dict[str, Any]:
+    """Run ``model`` once eagerly and add up the MACs of its conv and dense calls."""
+    import keras
+    import tensorflow as tf
+
+    calls: list[tuple[str, int]] = []
+    originals = {}
+    for cls in (keras.layers.Conv2DTranspose, keras.layers.Conv2D, keras.layers.Dense):
+        originals[cls] = cls.__dict__.get("call")
+        original = cls.__dict__.get("call", cls.call)
+
+        def wrapped(self, inputs, *args, _original=original, **kwargs):
+            outputs = _original(self, inputs, *args, **kwargs)
+            calls.append((self.name, layer_macs(self, inputs, outputs)))
+            return outputs
+
+        cls.call = functools.wraps(original)(wrapped)
+    try:
+        model({k: tf.convert_to_tensor(v) for k, v in batch.items()}, training=False)
+    finally:
+        for cls, original in originals.items():
+            if original is None:
+                del cls.call
+            else:
+                cls.call = original
+    groups: dict[str, int] = {}
+    for name, macs in calls:
+        groups[layer_group(name)] = groups.get(layer_group(name), 0) + macs
+    total = sum(groups.values())
+    return {"gmacs": total / 1e9, "gflops": 2 * total / 1e9, "layer_calls": len(calls),
+            "gmacs_by_group": {k: v / 1e9 for k, v in sorted(groups.items())}}
