@@ -1,4 +1,4 @@
-"""k-fold cross-validation of FT-MTL-Net against its Mask R-CNN twin (SPEC §5).
+"""k-fold cross-validation of FT-MTL-Net against its Mask R-CNN twin (docs/method.md §5).
 
 ``run_crossval`` splits the images once into patient-grouped folds stratified by label (saved to
 ``folds.json``; both models see exactly the same folds), trains each model on each fold with the

@@ -1,4 +1,4 @@
-"""Evaluation of a trained model over a dataset (SPEC §5), at the original DICOM resolution.
+"""Evaluation of a trained model over a dataset (docs/method.md §5), at the DICOMs' resolution.
 
 ``predict_dataset`` runs ``model.detect`` on the prepared (breast-cropped, resized) images and
 records one ``CasePrediction`` per image: boxes mapped back to the DICOM's pixels with the
@@ -55,7 +55,7 @@ from mrcnn.box_ops import compute_overlaps, valid_boxes
 
 logger = logging.getLogger(__name__)
 
-DETECTED_IOU = 0.4  # "detected" for Dice and the AUC on detected cases (SPEC §5)
+DETECTED_IOU = 0.4  # "detected" for Dice and the AUC on detected cases (docs/method.md §5)
 FROC_IOU = 0.2  # a detection is a true positive when IoU > 0.2
 SWEEP_FPI = 3.67  # the FPI at which TPR is read against the IoU threshold
 CLASS_NAMES = {BENIGN_CLASS_ID: "benign", MALIGNANT_CLASS_ID: "malignant"}
@@ -368,7 +368,7 @@ def _curve_from_dict(curve: dict[str, list] | None) -> dict[str, np.ndarray] | N
 
 @dataclass
 class EvaluationResult:
-    """The numbers of SPEC §5 for one set of cases (one fold of one model).
+    """The numbers of docs/method.md §5 for one set of cases (one fold of one model).
 
     NaN marks a metric that is undefined on these cases (see the warnings). ``to_dict`` gives a
     JSON-ready dict (NaN and infinities as None); ``from_dict`` reads it back.
@@ -503,7 +503,7 @@ def _box_ap(cases: list[CasePrediction]) -> tuple[dict[str, float], float]:
 def evaluate_predictions(preds: Sequence[CasePrediction],
                          fpi_points: Iterable[float] = FROC_POINTS,
                          iou_thresholds: Iterable[float] = IOU_SWEEP) -> EvaluationResult:
-    """Classification, detection and segmentation numbers of SPEC §5 for these cases."""
+    """Classification, detection and segmentation numbers of docs/method.md §5 for these cases."""
     cases = list(preds)
     if not cases:
         raise ValueError("evaluate_predictions: no cases given")

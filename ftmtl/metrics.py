@@ -1,4 +1,4 @@
-"""Evaluation metrics of SPEC §5: ROC/AUC, FROC, the IoU sweep, Dice, paired tests, AP.
+"""Evaluation metrics of docs/method.md §5: ROC/AUC, FROC, the IoU sweep, Dice, paired tests, AP.
 
 Everything works on plain numpy inputs. Boxes are pixel boxes ``(y1, x1, y2, x2)`` with
 ``y2``/``x2`` exclusive (docs/DESIGN.md); masks are bool ``[H, W]`` or ``[H, W, N]``.
@@ -9,7 +9,7 @@ Conventions chosen here (the paper does not state them):
   above the threshold (the paper's "> 0.2"). Detections are matched greedily in descending score
   order, each to the still unmatched mass it overlaps most; a detection that only hits masses
   already found is a duplicate, by default neither a TP nor a FP (``duplicate_is_fp``).
-- "Detected" (Dice, the AUC on detected cases) means box IoU >= 0.4, as SPEC §5 says.
+- "Detected" (Dice, the AUC on detected cases) means box IoU >= 0.4, as docs/method.md §5 says.
 - Spreads over folds (``mean_std``, the ROC and FROC bands) are sample standard deviations
   (ddof=1), as papers' "mean +- std" usually are; a single value has spread 0.
 """

@@ -1,4 +1,4 @@
-"""The malignant veto: one malignancy score per case (image) from its detections (SPEC 4).
+"""The malignant veto: one malignancy score per case (image) from its detections (method.md §4).
 
 The paper (section 2.3) scores a case from its boxes the way a reader would: one malignant box
 makes the case malignant. So:

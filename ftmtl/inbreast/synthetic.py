@@ -1,4 +1,4 @@
-"""Synthetic INbreast: writes the layout of the real dataset (SPEC §6) from a seed.
+"""Synthetic INbreast: writes the layout of the real dataset (docs/method.md §6-7) from a seed.
 
 INbreast needs a signed agreement, so demos, tests and notebooks run on this instead. The output
 folder holds ``INbreast.csv``, ``AllDICOMs/*.dcm`` and ``AllXML/*.xml`` with the real names,
