@@ -21,8 +21,12 @@ compare the transfer alone. (Matterport's inference order is ``mrcnn.model.MaskR
 from __future__ import annotations
 
 import copy
+import difflib
+import numbers
 import os
 from typing import Any
+
+import numpy as np
 
 from ftmtl.model import FTMTLConfig, FTMTLNet, image_size_overrides
 from mrcnn.config import ConfigError
@@ -135,15 +139,49 @@ def make_config(preset: str = "paper", model: str = "ftmtl", **overrides: Any) -
     """A validated config: the preset's values, then ``overrides`` (upper-case attribute
     names of FTMTLConfig, e.g. ``IMAGE_MAX_DIM=256``)."""
     values = preset_values(preset, model)
-    for name in overrides:
-        if not name.isupper() or not hasattr(FTMTLConfig, name):
-            raise ConfigError(f"make_config: {name!r} is not a config attribute (use the "
-                              f"upper-case names of ftmtl.model.FTMTLConfig)")
+    for name, value in overrides.items():
+        check_override(name, value, values)
     values.update(overrides)
     # Deep copies: a config class never shares a mutable value with a preset or the caller.
     values = copy.deepcopy(values)
     config_class = type(f"{_camel(values['NAME'])}Config", (FTMTLConfig,), values)
     return config_class()
+
+
+def check_override(name: str, value: Any, preset: dict[str, Any] | None = None) -> None:
+    """Refuse an override whose name is not a config attribute (with the closest names) or
+    whose value is not of the attribute's kind (with what the attribute expects)."""
+    if not name.isupper() or not hasattr(FTMTLConfig, name):
+        known = [n for n in dir(FTMTLConfig) if n.isupper()]
+        close = difflib.get_close_matches(name.upper(), known, n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else \
+            " (use the upper-case names of ftmtl.model.FTMTLConfig)"
+        raise ConfigError(f"make_config: {name!r} is not a config attribute{hint}")
+    current = (preset or {}).get(name, getattr(FTMTLConfig, name))
+    expected = _kind(current)
+    if expected is not None and value is not None and not isinstance(value, expected[0]):
+        raise ConfigError(f"make_config: {name} expects {expected[1]} (like {current!r}), got "
+                          f"{value!r} ({type(value).__name__})")
+
+
+def _kind(default: Any) -> tuple[tuple[type, ...], str] | None:
+    """The types an attribute with this default accepts, and their name for messages; None
+    where any value may do (a None default, or callables)."""
+    if default is None or callable(default):
+        return None
+    if isinstance(default, bool | np.bool_):
+        return (bool, np.bool_), "True or False"
+    if isinstance(default, numbers.Integral):
+        return (numbers.Integral,), "an integer"
+    if isinstance(default, numbers.Real):
+        return (numbers.Real,), "a number"
+    if isinstance(default, str):
+        return (str,), "a string"
+    if isinstance(default, tuple | list | np.ndarray):
+        return (tuple, list, np.ndarray), "a tuple or list"
+    if isinstance(default, dict):
+        return (dict,), "a dict"
+    return None
 
 
 def sized_config(preset: str, model: str, image_size: int | None,

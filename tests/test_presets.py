@@ -139,8 +139,21 @@ def test_overrides_apply_and_do_not_leak_into_the_preset():
 def test_bad_names_and_values_are_refused_clearly():
     with pytest.raises(ConfigError, match="'IMAGE_SIZE' is not a config attribute"):
         make_config("paper", IMAGE_SIZE=256)
-    with pytest.raises(ConfigError, match="'image_max_dim' is not a config attribute"):
+    with pytest.raises(ConfigError, match="'image_max_dim' is not a config attribute; did "
+                                          "you mean IMAGE_MAX_DIM"):
         make_config("paper", image_max_dim=256)
+    with pytest.raises(ConfigError, match="did you mean DETECTION_MIN_CONFIDENCE"):
+        make_config("paper", DETECTION_MIN_CONFIDNCE=0.3)
+    with pytest.raises(ConfigError, match=r"IMAGE_MIN_DIM expects an integer \(like 512\), "
+                                          r"got 'abc' \(str\)"):
+        make_config("paper", IMAGE_MIN_DIM="abc")
+    with pytest.raises(ConfigError, match="TRAIN_BN expects True or False"):
+        make_config("paper", TRAIN_BN=1)
+    with pytest.raises(ConfigError, match="RPN_ANCHOR_SCALES expects a tuple or list"):
+        make_config("paper", RPN_ANCHOR_SCALES=32)
+    # Numbers of another kind that mean the same, and None where the attribute allows it.
+    assert make_config("paper", LEARNING_RATE=1, TRAIN_BN=None).LEARNING_RATE == 1
+    assert make_config("paper", RPN_ANCHOR_SCALES=[32, 64, 128, 256]).RPN_ANCHOR_SCALES
     with pytest.raises(ValueError, match="unknown preset 'papr'"):
         make_config("papr")
     with pytest.raises(ValueError, match="model must be one of"):
