@@ -44,6 +44,25 @@ def uses_pretrained_recipe(weights: str | os.PathLike | None, config) -> bool:
     return str(weights) != NONE
 
 
+def check_weights(weights: str | os.PathLike | None,
+                  words: Sequence[str] = (NONE, IMAGENET, COCO, LAST)) -> None:
+    """Refuse what ``load_starting_weights`` would refuse only after the data has loaded: a
+    word it does not know, an ``imagenet:PATH`` or a file path that does not exist. ``words``:
+    the keywords this command takes (evaluate and detect take ``last`` and paths only)."""
+    if weights is None:
+        return
+    text = str(weights)
+    if text in words or (IMAGENET in words and text.startswith(IMAGENET + ":")
+                         and Path(text.partition(":")[2]).is_file()):
+        return
+    if Path(text).is_file():
+        return
+    what = (f"the file {text.partition(':')[2]!r} does not exist"
+            if text.startswith(IMAGENET + ":") else f"{text!r} is neither a keyword nor a file")
+    choices = [*words, *([IMAGENET + ":PATH"] if IMAGENET in words else []), "a .h5 PATH"]
+    raise ValueError(f"--weights: {what}; choose {', '.join(choices)}")
+
+
 def checkpoint_file(model, weights: str | os.PathLike) -> Path:
     """``last`` (the newest checkpoint of this config under the model's model_dir) or a path
     that must be a file."""

@@ -187,6 +187,25 @@ def test_train_with_last_but_no_run_says_so(dataset_dir, tmp_path, caplog):
     assert "no checkpoint of 'ftmtl_paper_cpu'" in caplog.text
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train", "--dataset", "D", "--weights", "imagenett"],
+     "'imagenett' is neither a keyword nor a file; choose none, imagenet, coco, last, "
+     "imagenet:PATH, a .h5 PATH"),
+    (["train", "--dataset", "D", "--weights", "imagenet:/no/resnet.h5"],
+     "the file '/no/resnet.h5' does not exist"),
+    (["crossval", "--dataset", "D", "--out", "O", "--weights", "last"],
+     "'last' is neither a keyword nor a file; choose none, imagenet, coco, imagenet:PATH"),
+    (["evaluate", "--dataset", "D", "--out", "O", "--weights", "coco"],
+     "'coco' is neither a keyword nor a file; choose last, a .h5 PATH"),
+    (["detect", "x.dcm", "--out", "O", "--weights", "/no/w.h5"], "choose last, a .h5 PATH"),
+])
+def test_weights_are_checked_before_any_data_loads(argv, message, caplog):
+    """The dataset D does not exist: the --weights error comes first, with the choices."""
+    assert main(["-q", *argv]) == inbreast.EXIT_ERROR
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and message in errors[0], errors
+
+
 def test_fold_options_are_checked(dataset_dir, caplog):
     code = main(["-q", "train", "--dataset", str(dataset_dir), *TINY, "--folds", "2",
                  "--fold", "2"])
@@ -214,7 +233,9 @@ def test_detect_skips_an_unreadable_file_names_it_and_returns_1(trained, dataset
 
 
 def test_detect_with_no_dicom_at_all_is_an_error(tmp_path, caplog):
-    code = main(["-q", "detect", str(tmp_path), "--weights", "w.h5", "--out",
+    weights = tmp_path / "w.h5"
+    weights.write_bytes(b"")
+    code = main(["-q", "detect", str(tmp_path), "--weights", str(weights), "--out",
                  str(tmp_path / "o")])
     assert code == inbreast.EXIT_ERROR and "no DICOM files found" in caplog.text
 

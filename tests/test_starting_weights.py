@@ -8,6 +8,7 @@ import pytest
 import mrcnn.weights
 from ftmtl.presets import make_config
 from ftmtl.starting_weights import (
+    check_weights,
     checkpoint_file,
     default_weights,
     load_starting_weights,
@@ -101,3 +102,16 @@ def test_defaults_and_the_recipe_follow_the_backbone_and_last_keeps_the_presets(
     # A resumed run continues the schedule its preset starts with.
     assert not uses_pretrained_recipe("last", cpu)
     assert uses_pretrained_recipe("last", paper)
+
+
+def test_check_weights_takes_the_words_and_existing_files_only(tmp_path):
+    weights = tmp_path / "resnet.h5"
+    weights.write_bytes(b"")
+    for ok in (None, "none", "imagenet", "coco", "last", f"imagenet:{weights}", weights):
+        check_weights(ok)
+    check_weights("last", words=("last",))
+    check_weights(str(weights), words=("last",))
+    with pytest.raises(ValueError, match="'imagenet' is neither a keyword nor a file"):
+        check_weights("imagenet", words=("last",))
+    with pytest.raises(ValueError, match="does not exist"):
+        check_weights(f"imagenet:{tmp_path / 'missing.h5'}")

@@ -28,6 +28,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ftmtl.starting_weights import (  # noqa: E402  (no TensorFlow at import)
+    COCO,
+    IMAGENET,
+    LAST,
+    NONE,
+    check_weights,
     load_starting_weights,
     uses_pretrained_recipe,
 )
@@ -396,6 +401,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mrcnn.model import enable_determinism
 
     _check_folds(args)
+    check_weights(args.weights)
     config = make_run_config(args, "training", steps=args.steps)
     train_set, val_set = training_datasets(args.dataset, prepared_image_size(config),
                                            args.folds, args.fold, args.seed)
@@ -423,6 +429,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ftmtl.model import prepared_image_size
 
     _check_folds(args)
+    check_weights(args.weights, words=(LAST,))
     config = make_run_config(args, "inference")
     dataset = load_dataset(args.dataset, prepared_image_size(config))
     image_ids = evaluation_ids(dataset, args.folds, args.fold, args.seed)
@@ -446,6 +453,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from ftmtl.model import prepared_image_size
     from samples.inbreast import detect_io
 
+    check_weights(args.weights, words=(LAST,))
     paths, failed = collect_dicoms(args.inputs)
     total = len(paths) + failed
     if not paths:
@@ -486,6 +494,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     from ftmtl.presets import sized_config
     from ftmtl.schedule import recipe_epochs
 
+    check_weights(args.weights, words=(NONE, IMAGENET, COCO))
     overrides = dict(args.overrides)
     config, overrides = sized_config(args.preset, args.models[0], args.image_size, overrides)
     weights = resolve_weights(args.weights, config)
