@@ -56,7 +56,7 @@ from ftmtl.schedule import run_schedule, schedule_for
 from ftmtl.starting_weights import NONE, load_starting_weights, uses_pretrained_recipe
 from mrcnn.augmentation import default_augmentation
 from mrcnn.checkpoint import atomic_write
-from mrcnn.model import enable_determinism
+from mrcnn.model import enable_determinism, progress_verbosity
 from mrcnn.visualize import save_figure
 
 logger = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ def _train(config, train_ds: INbreastDataset, run_dir: Path, *, fold: int, seed:
     start_epoch = model.epoch
     histories = run_schedule(model, train_ds, train_ds, stages,
                              augmentation=_augmentation(augmentation), sampler=sampler,
-                             verbose=1 if progress else 0, seed=seed + fold)
+                             verbose=progress_verbosity(progress), seed=seed + fold)
     _save_history(run_dir, stages, start_epoch, histories)
     checkpoint = model.checkpoint_path.format(epoch=model.epoch)
     if not Path(checkpoint).is_file():

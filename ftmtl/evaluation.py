@@ -265,7 +265,9 @@ def predict_dataset(model, dataset, image_ids: Iterable[int] | None = None,
 def _progress_bar(total: int):
     import keras
 
-    return keras.utils.Progbar(total, unit_name="image")
+    from mrcnn.model import progress_verbosity
+
+    return keras.utils.Progbar(total, unit_name="image", verbose=progress_verbosity())
 
 
 def _original_gt(dataset, image_id: int) -> tuple[MaskStack, np.ndarray]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,15 @@ def enable_determinism(seed: int, ops: bool = True) -> None:
     keras.utils.set_random_seed(seed)
     if ops:
         tf.config.experimental.enable_op_determinism()
+
+
+def progress_verbosity(show: bool = True) -> int:
+    """Keras' ``verbose`` for progress output: a bar on a terminal, one line an epoch when
+    stdout is a file or a pipe (a bar's redraws would fill a log with ANSI codes), 0 when not
+    shown."""
+    if not show:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
 
 
 class NonFiniteLossError(FloatingPointError):

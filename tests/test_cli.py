@@ -206,6 +206,22 @@ def test_weights_are_checked_before_any_data_loads(argv, message, caplog):
     assert len(errors) == 1 and message in errors[0], errors
 
 
+def test_progress_is_a_bar_on_a_terminal_and_a_line_an_epoch_in_a_log(monkeypatch):
+    import io
+
+    from mrcnn.model import progress_verbosity
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert progress_verbosity() == 2 and progress_verbosity(False) == 0
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    assert progress_verbosity() == 1
+    assert inbreast.keras_verbosity(argparse.Namespace(quiet=True)) == 0
+
+
 def test_fold_options_are_checked(dataset_dir, caplog):
     code = main(["-q", "train", "--dataset", str(dataset_dir), *TINY, "--folds", "2",
                  "--fold", "2"])

@@ -80,6 +80,10 @@ def test_the_same_train_command_twice_gives_the_same_model_and_metrics(tmp_path)
     again, verbose = evaluate(dataset, second, tmp_path / "eval_b", "-v")
     assert metrics["n_cases"] == 8 and again == metrics
 
+    # A log, not a terminal: one line an epoch, no progress-bar redraws (ANSI codes).
+    assert "\x1b[" not in first_run.stdout and "\r" not in first_run.stdout
+    assert [line.split()[0] for line in first_run.stdout.splitlines()
+            if line.startswith("Epoch")] == ["Epoch", "Epoch"]
     # Quiet by default: no TensorFlow start-up notice, no oneDNN error line; -v shows them.
     for run in (first_run, quiet):
         assert notices(run.stderr) == [] and "E0000" not in run.stderr

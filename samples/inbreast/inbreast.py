@@ -105,9 +105,9 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
 
 def keras_verbosity(args: argparse.Namespace) -> int:
     """Keras' progress output: a bar on a terminal, a line an epoch otherwise, none if quiet."""
-    if args.quiet:
-        return 0
-    return 1 if sys.stdout.isatty() else 2
+    from mrcnn.model import progress_verbosity
+
+    return progress_verbosity(not args.quiet)
 
 
 # --------------------------------------------------------------------------- argument types
