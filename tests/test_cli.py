@@ -206,6 +206,26 @@ def test_weights_are_checked_before_any_data_loads(argv, message, caplog):
     assert len(errors) == 1 and message in errors[0], errors
 
 
+@pytest.mark.parametrize(("argv", "verbose", "quiet"), [
+    (["-v", "synth", "--out", "x"], True, False),
+    (["synth", "--out", "x", "-q"], False, True),
+    (["synth", "--out", "x", "--verbose"], True, False),
+    (["synth", "--out", "x"], False, False),
+])
+def test_log_options_work_before_and_after_the_command(argv, verbose, quiet):
+    args = build_parser().parse_args(argv)
+    assert (args.verbose, args.quiet) == (verbose, quiet)
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"inbreast {version('ftmtl')}"
+
+
 def test_progress_is_a_bar_on_a_terminal_and_a_line_an_epoch_in_a_log(monkeypatch):
     import io
 

@@ -259,15 +259,45 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                         "balanced)")
 
 
+def _add_log_options(p: argparse.ArgumentParser, default: Any) -> None:
+    """-v and -q; a subcommand takes them too (its default leaves the main parser's alone)."""
+    p.add_argument("-v", "--verbose", action="store_true", default=default,
+                   help="log debugging detail and TensorFlow's own start-up lines")
+    p.add_argument("-q", "--quiet", action="store_true", default=default,
+                   help="log warnings and errors only, no progress bars")
+
+
+class _Commands:
+    """The subcommand parsers, each with -v and -q, so that they work after the command too."""
+
+    def __init__(self, subparsers) -> None:
+        self.subparsers = subparsers
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        p = self.subparsers.add_parser(name, **kwargs)
+        _add_log_options(p, default=argparse.SUPPRESS)
+        return p
+
+
+def project_version() -> str:
+    """The installed ftmtl's version (pyproject.toml), or a note that it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ftmtl")
+    except PackageNotFoundError:
+        return "(not installed: run from a checkout)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inbreast",
         description="FT-MTL-Net (and its Mask R-CNN twin) on INbreast mammograms.",
         epilog="Start with 'inbreast demo'. 'inbreast COMMAND --help' lists a command's options.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="log warnings and errors only, no progress bars")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_log_options(parser, default=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {project_version()}")
+    commands = _Commands(parser.add_subparsers(dest="command", required=True,
+                                               metavar="COMMAND"))
 
     p = commands.add_parser("synth", help="write a synthetic INbreast (CSV, DICOMs, XMLs)",
                             description="Write a synthetic INbreast with the real layout and "
