@@ -50,9 +50,15 @@ def test_header_must_match_and_error_names_the_column(tmp_path):
     assert "INbreast.csv" in message and "'Bi-Rads'" in message and "'BIRADS'" in message
 
 
-def test_comma_separated_file_is_refused(tmp_path):
-    with pytest.raises(InbreastFormatError, match="missing"):
-        read_inbreast_csv(write_csv(tmp_path, header=HEADER.replace(";", ",")))
+def test_comma_separated_file_is_refused_with_a_hint(tmp_path):
+    rows = [row.replace(";", ",") for row in ROWS]
+    with pytest.raises(InbreastFormatError, match="missing.*the file is comma-separated: "
+                                                  "INbreast.csv separates fields with ';'"):
+        read_inbreast_csv(write_csv(tmp_path, header=HEADER.replace(";", ","), rows=rows))
+    # A header that is merely wrong gets no such hint.
+    with pytest.raises(InbreastFormatError) as err:
+        read_inbreast_csv(write_csv(tmp_path, header=HEADER.replace("Bi-Rads", "BIRADS")))
+    assert "comma-separated" not in str(err.value)
 
 
 @pytest.mark.parametrize("value", ["7", "0", "4d", "", "benign"])

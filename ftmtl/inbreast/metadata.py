@@ -83,10 +83,14 @@ def _check_header(path: Path, header: list[str]) -> dict[str, int]:
     unexpected = [name for name in counts if name not in CSV_COLUMNS]
     duplicated = sorted(name for name, count in counts.items() if count > 1)
     if missing or unexpected or duplicated:
+        # A spreadsheet saved with commas puts the whole header in one ';'-less cell.
+        commas = len(names) == 1 and all(name in names[0].split(",") for name in CSV_COLUMNS)
+        hint = ("; the file is comma-separated: INbreast.csv separates fields with ';' (save "
+                "it again with ';' as the delimiter)" if commas else "")
         raise InbreastFormatError(
             f"{path}: header {_shorten(';'.join(names))} differs from {';'.join(CSV_COLUMNS)!r} "
             f"(missing: {missing}, unexpected: {_shorten(unexpected)}, "
-            f"repeated: {_shorten(duplicated)})"
+            f"repeated: {_shorten(duplicated)}){hint}"
         )
     return {name: names.index(name) for name in CSV_COLUMNS}
 
