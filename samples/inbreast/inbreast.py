@@ -69,7 +69,7 @@ DEMO_DATA = {"n_patients": 24, "image_shape": (416, 320), "difficulty": 0.5}
 DEMO_QUICK_DATA = {"n_patients": 4, "image_shape": (256, 192), "difficulty": 0.5}
 _DEMO_COMMON = {"preset": "fpn_cpu", "augmentation": True,
                 "config_overrides": {"DETECTION_MIN_CONFIDENCE": 0.05}}
-DEMO_EPOCHS = 23
+DEMO_EPOCHS = 25
 DEMO_RUN = {**_DEMO_COMMON, "folds": 2, "only_folds": (0,), "schedule_epochs": DEMO_EPOCHS,
             "steps_per_epoch": None, "image_size": None}
 DEMO_QUICK_RUN = {**_DEMO_COMMON, "preset": "paper_cpu", "folds": 2, "schedule_epochs": 1,
