@@ -177,7 +177,9 @@ def _kind(default: Any) -> tuple[tuple[type, ...], str] | None:
         return (numbers.Real,), "a number"
     if isinstance(default, str):
         return (str,), "a string"
-    if isinstance(default, tuple | list | np.ndarray):
+    if isinstance(default, np.ndarray):  # MEAN_PIXEL: one value a channel, or one for all
+        return (tuple, list, np.ndarray, numbers.Real), "a number, tuple or list"
+    if isinstance(default, tuple | list):
         return (tuple, list, np.ndarray), "a tuple or list"
     if isinstance(default, dict):
         return (dict,), "a dict"

@@ -154,6 +154,10 @@ def test_bad_names_and_values_are_refused_clearly():
     # Numbers of another kind that mean the same, and None where the attribute allows it.
     assert make_config("paper", LEARNING_RATE=1, TRAIN_BN=None).LEARNING_RATE == 1
     assert make_config("paper", RPN_ANCHOR_SCALES=[32, 64, 128, 256]).RPN_ANCHOR_SCALES
+    grey = make_config("paper", IMAGE_CHANNEL_COUNT=1, MEAN_PIXEL=np.float32(84.2))
+    assert grey.MEAN_PIXEL.tolist() == pytest.approx([84.2])
+    with pytest.raises(ConfigError, match="MEAN_PIXEL expects a number, tuple or list"):
+        make_config("paper", MEAN_PIXEL="grey")
     with pytest.raises(ValueError, match="unknown preset 'papr'"):
         make_config("papr")
     with pytest.raises(ValueError, match="model must be one of"):
