@@ -56,7 +56,7 @@ import common  # noqa: E402
 if str(common.REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(common.REPO_ROOT))
 
-from samples.inbreast.inbreast import (  # noqa: E402  (no TensorFlow at import)
+from ftmtl.cli import (  # noqa: E402  (no TensorFlow at import)
     DEMO_DATA,
     DEMO_RUN,
     MODEL_NAMES,

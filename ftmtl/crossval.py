@@ -12,7 +12,9 @@ images and writes
     out_dir/fold_<k>/<model>/examples.npz    a few test cases for the example figure
     out_dir/fold_<k>/<model>/logs/           the last checkpoint, TensorBoard logs
 
-then ``aggregate`` writes ``results.json``, ``results.md`` and ``plots/*.png``.
+then ``aggregate`` writes ``results.json``, ``results.md`` and ``plots/*.png``; from each fold's
+predictions.json it also draws bootstrap intervals and the calibration of the case score
+(``ftmtl.evaluation_report``: per fold in the results, every fold's cases pooled in the figure).
 
 Resuming: ``result.json`` is written last, so a fold/model that has one is finished and skipped
 on a rerun; one that stopped during training continues from its last checkpoint
@@ -46,7 +48,16 @@ from typing import Any
 import numpy as np
 
 from ftmtl import plots, report
+from ftmtl.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from ftmtl.calibration import ReliabilityBins
+from ftmtl.datasets.loader import DatasetSpec, as_spec, load_dataset
 from ftmtl.evaluation import CasePrediction, EvaluationResult, evaluate_predictions, predict_dataset
+from ftmtl.evaluation_report import (
+    CaseOutcomes,
+    bootstrap_intervals,
+    calibration_entries,
+    case_calibration,
+)
 from ftmtl.inbreast.dataset import INbreastDataset
 from ftmtl.inbreast.folds import balanced_sampler, patient_folds
 from ftmtl.metrics import FROC_POINTS, paired_t_test
@@ -107,7 +118,7 @@ def _run_dir(out_dir: Path, fold: int, model: str) -> Path:
 def _subset(dataset: INbreastDataset, file_names: Iterable[str]) -> INbreastDataset:
     """A prepared dataset of some of ``dataset``'s images (no file is read again)."""
     wanted = set(file_names)
-    subset = INbreastDataset()
+    subset = type(dataset)()
     subset.image_size = dataset.image_size
     for info in dataset.class_info[1:]:
         subset.add_class(info["source"], info["id"], info["name"])
@@ -279,7 +290,7 @@ def _evaluate(config, checkpoint: str, test_ds: INbreastDataset, run_dir: Path,
 
 
 def run_crossval(
-    dataset_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike | DatasetSpec,
     out_dir: str | os.PathLike,
     folds: int = 5,
     models: Sequence[str] = ("ftmtl", "maskrcnn"),
@@ -298,7 +309,8 @@ def run_crossval(
     only_folds: Sequence[int] | None = None,
     deterministic: bool = True,
 ) -> CrossvalResult:
-    """Cross-validate ``models`` on the INbreast folder ``dataset_dir``; see the module doc.
+    """Cross-validate ``models`` on ``dataset_dir`` (an INbreast folder, or a
+    ``ftmtl.datasets.loader.DatasetSpec`` of any format); see the module doc.
 
     Every model gets the same folds, stages, epochs per stage (``schedule_epochs``), learning
     rate (default the config's LEARNING_RATE), steps per epoch (default the config's) and
@@ -345,10 +357,8 @@ def run_crossval(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dataset = INbreastDataset()
-    dataset.load_inbreast(dataset_dir, image_size=image_size)
-    dataset.prepare()
-    fold_list = folds_for(dataset, out, int(folds), int(seed), dataset_dir)
+    dataset = load_dataset(dataset_dir, image_size)
+    fold_list = folds_for(dataset, out, int(folds), int(seed), as_spec(dataset_dir).root)
 
     for fold in fold_list:
         k = int(fold["fold"])
@@ -461,7 +471,8 @@ def _histories(out: Path, models: Sequence[str], k: int) -> dict[str, list[dict]
 
 def _write_plots(out: Path, models: Sequence[str], k: int,
                  per_fold: dict[str, dict[int, EvaluationResult]],
-                 metrics: dict[str, dict[int, dict[str, float]]]) -> dict[str, str]:
+                 metrics: dict[str, dict[int, dict[str, float]]],
+                 calibration: dict[str, ReliabilityBins]) -> dict[str, str]:
     """The figures as PNGs under out/plots; returns name -> path relative to out."""
     written: dict[str, str] = {}
 
@@ -482,6 +493,8 @@ def _write_plots(out: Path, models: Sequence[str], k: int,
         save("iou_sweep", plots.plot_iou_sweep(
             {m: [r.tpr_vs_iou for r in per_fold[m].values() if r.froc is not None]
              for m in models}))
+    if calibration:
+        save("calibration", plots.plot_calibration(calibration))
     for fold in reversed(range(k)):
         paths = {m: _run_dir(out, fold, m) / EXAMPLES_FILE for m in models}
         if all(p.exists() for p in paths.values()):
@@ -506,18 +519,57 @@ def _discover(out: Path) -> tuple[int, list[str], dict[str, Any]]:
     return k, models, saved
 
 
-def aggregate(out_dir: str | os.PathLike) -> dict[str, Any]:
+def _fold_outcomes(out: Path, models: Sequence[str],
+                   per_fold: dict[str, dict[int, EvaluationResult]]
+                   ) -> dict[str, dict[int, CaseOutcomes]]:
+    """The cases of each finished fold that has a predictions.json."""
+    found: dict[str, dict[int, CaseOutcomes]] = {}
+    for model in models:
+        found[model] = {}
+        for fold in sorted(per_fold[model]):
+            path = _run_dir(out, fold, model) / PREDICTIONS_FILE
+            if path.exists():
+                found[model][fold] = CaseOutcomes.from_summaries(_read_json(path), str(path))
+    return found
+
+
+def _case_statistics(outcomes: dict[int, CaseOutcomes], resamples: int, seed: int
+                     ) -> tuple[list[dict[str, Any]], ReliabilityBins | None]:
+    """Per fold, the bootstrap intervals and the ECE; the calibration of all folds' cases."""
+    rows = []
+    for fold, cases in outcomes.items():
+        bins = case_calibration(cases)
+        rows.append({"fold": fold, **bootstrap_intervals(cases, resamples, seed),
+                     "ece": bins.ece() if bins is not None else None})
+    if not outcomes:
+        return rows, None
+    return rows, case_calibration(CaseOutcomes.concatenate(list(outcomes.values())))
+
+
+def aggregate(out_dir: str | os.PathLike,
+              bootstrap_resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any]:
     """Summarise every finished fold under ``out_dir``: mean +- std per model and metric,
-    paired t-tests between models, the plots; writes results.json and results.md."""
+    paired t-tests between models, per-fold bootstrap intervals (``bootstrap_resamples``,
+    seeded with the folds' seed: the models of a fold draw the same images) and ECE, the plots;
+    writes results.json and results.md."""
     out = Path(out_dir)
     k, models, saved = _discover(out)
     results = load_fold_results(out, models, k)
     per_fold = {m: {f: r for f, r in enumerate(results[m]) if r is not None} for m in models}
     metrics = {m: {f: fold_metrics(r) for f, r in per_fold[m].items()} for m in models}
+    seed = DEFAULT_SEED if saved.get("seed") is None else int(saved["seed"])
+    intervals, calibration = {}, {}
+    for m, outcomes in _fold_outcomes(out, models, per_fold).items():
+        intervals[m], pooled = _case_statistics(outcomes, int(bootstrap_resamples), seed)
+        if pooled is not None:
+            calibration[m] = pooled
+        for row in intervals[m]:
+            metrics[m][row["fold"]]["ece"] = math.nan if row["ece"] is None else row["ece"]
     summary: dict[str, Any] = {
         "dataset_dir": saved.get("dataset_dir"), "k": k, "seed": saved.get("seed"),
         "models": models, "folds_done": {m: sorted(per_fold[m]) for m in models},
-        "metrics": {}, "comparisons": {}, "counts": {},
+        "metrics": {}, "comparisons": {}, "counts": {}, "intervals": intervals,
+        "calibration": {m: calibration_entries(bins) for m, bins in calibration.items()},
         "paper": {m: {key: list(v) for key, v in figures.items()}
                   for m, figures in report.PAPER_FIGURES.items()},
     }
@@ -532,7 +584,7 @@ def aggregate(out_dir: str | os.PathLike) -> dict[str, Any]:
     for a, b in combinations(models, 2):
         summary["comparisons"][f"{plots.model_name(a)} vs {plots.model_name(b)}"] = _compare(
             metrics[a], metrics[b])
-    summary["plots"] = _write_plots(out, models, k, per_fold, metrics)
+    summary["plots"] = _write_plots(out, models, k, per_fold, metrics, calibration)
     _write_json(out / RESULTS_JSON, summary)
     report.write_results_md(summary, out / RESULTS_MD)
     logger.info("results written to %s and %s", out / RESULTS_JSON, out / RESULTS_MD)

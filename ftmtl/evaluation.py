@@ -13,7 +13,8 @@ Choices (the paper does not state them):
   in the FROC (images without masses add false positives).
 - Ground-truth masks are the ROI polygons rasterised at the DICOM's size (as the dataset does
   before cropping), so Dice compares with the annotation itself rather than with a resized copy.
-  Datasets without polygons fall back to ``load_mask`` pasted back with ``mask_to_original``.
+  A dataset with ``load_original_mask`` (the COCO and CSV readers of ``ftmtl.datasets``) draws
+  them itself; others fall back to ``load_mask`` pasted back with ``mask_to_original``.
 - Predicted masks are kept as ``detect`` returned them (the model's frame, cropped to their
   extent) and pasted back to full resolution with ``Transform.mask_to_original`` only when a
   metric needs them: Dice reads at most one detection per mass, and pasting every detection of
@@ -271,10 +272,14 @@ def _progress_bar(total: int):
 
 
 def _original_gt(dataset, image_id: int) -> tuple[MaskStack, np.ndarray]:
-    """Ground-truth masks at the DICOM's size and their class ids."""
+    """Ground-truth masks at the DICOM's size and their class ids (a dataset's own
+    ``load_original_mask`` when it has one: the readers of ftmtl.datasets)."""
+    info = dataset.image_info[image_id]
+    if hasattr(dataset, "load_original_mask"):
+        masks, class_ids = dataset.load_original_mask(image_id)
+        return _without_empty(MaskStack.from_dense(masks), class_ids, info, image_id)
     transform = dataset.load_transform(image_id)
     prepared_masks, class_ids = dataset.load_mask(image_id)
-    info = dataset.image_info[image_id]
     masses = info.get("masses")
     if masses is not None and info.get("mass_index") is None and len(masses) == len(class_ids):
         shape = tuple(transform.original_shape)
@@ -286,7 +291,12 @@ def _original_gt(dataset, image_id: int) -> tuple[MaskStack, np.ndarray]:
                 masks[..., n] = mask
     else:
         masks = transform.mask_to_original(prepared_masks)
-    stack = MaskStack.from_dense(masks)
+    return _without_empty(MaskStack.from_dense(masks), class_ids, info, image_id)
+
+
+def _without_empty(stack: MaskStack, class_ids, info: dict, image_id: int
+                   ) -> tuple[MaskStack, np.ndarray]:
+    """The masks with pixels, and their class ids; each empty one is named in a warning."""
     empty = [n for n, crop in enumerate(stack.crops) if not crop.size]
     if empty:
         logger.warning("%s: ground-truth mass(es) %s are empty at full resolution; left out",
@@ -465,9 +475,10 @@ def _detection_inputs(cases: list[CasePrediction]):
     return [(case.rois, case.scores) for case in cases], [case.gt_boxes for case in cases]
 
 
-def _case_dice(case: CasePrediction):
-    """detected_dice at full resolution, computed inside the window that holds every mask
-    involved (Dice and box IoU do not change when the frame is shifted)."""
+def case_dice(case: CasePrediction) -> tuple[list[float], int]:
+    """(Dice of each detected mass, masses missed) of one case: ``detected_dice`` at full
+    resolution, computed inside the window that holds every mask involved (Dice and box IoU do
+    not change when the frame is shifted)."""
     if case.gt_boxes.shape[0] == 0:
         return [], 0
     overlaps = compute_overlaps(case.rois, case.gt_boxes)
@@ -532,7 +543,7 @@ def evaluate_predictions(preds: Sequence[CasePrediction],
                                        iou_thresholds=iou_thresholds)
 
     for case in cases:
-        dices, missed = _case_dice(case)
+        dices, missed = case_dice(case)
         result.dices.extend(dices)
         result.n_missed += missed
     if result.dices:

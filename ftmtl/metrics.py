@@ -12,61 +12,33 @@ Conventions chosen here (the paper does not state them):
 - "Detected" (Dice, the AUC on detected cases) means box IoU >= 0.4, as docs/method.md §5 says.
 - Spreads over folds (``mean_std``, the ROC and FROC bands) are sample standard deviations
   (ddof=1), as papers' "mean +- std" usually are; a single value has spread 0.
+
+The instance AP (``compute_ap``, ``compute_matches``, ``coco_style_ap``) is Mask R-CNN's, from
+``mrcnn.average_precision``, re-exported here; the input checks (``mrcnn.eval_inputs``) and the
+greedy matching (``mrcnn.average_precision.greedy_match``) are shared with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
 from sklearn import metrics as sk_metrics
 
-from mrcnn.box_ops import compute_overlaps, compute_overlaps_masks, valid_boxes
+# compute_ap, compute_matches, coco_style_ap and COCO_RECALL_THRESHOLDS are re-exported.
+from mrcnn.average_precision import COCO_RECALL_THRESHOLDS as COCO_RECALL_THRESHOLDS
+from mrcnn.average_precision import coco_style_ap as coco_style_ap
+from mrcnn.average_precision import compute_ap as compute_ap
+from mrcnn.average_precision import compute_matches as compute_matches
+from mrcnn.average_precision import greedy_match, score_order
+from mrcnn.box_ops import compute_overlaps
+from mrcnn.eval_inputs import check_binary, check_boxes, check_mask_stack, check_vector
 
 ROC_GRID = np.linspace(0.0, 1.0, 101)
 FROC_POINTS = (0.5, 1.0, 2.0, 3.67, 5.0)
 IOU_SWEEP = tuple(float(t) for t in np.round(np.arange(0.1, 0.91, 0.1), 2))
-COCO_RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
-
-# ------------------------------------------------------------------------------ input checks
-
-
-def _boxes(boxes: np.ndarray | Sequence, name: str) -> np.ndarray:
-    array = np.asarray(boxes, dtype=np.float64)
-    if array.size == 0:
-        return array.reshape(0, 4)
-    if array.ndim != 2 or array.shape[1] != 4:
-        raise ValueError(f"metrics: {name} must have shape [N, 4], got {array.shape}")
-    return array
-
-
-def _vector(values: np.ndarray | Sequence, name: str, length: int | None = None) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64).reshape(-1)
-    if length is not None and array.shape[0] != length:
-        raise ValueError(f"metrics: {name} has {array.shape[0]} entries, expected {length}")
-    if np.isnan(array).any():
-        raise ValueError(f"metrics: {name} contains NaN")
-    return array
-
-
-def _as_bool(masks: np.ndarray, name: str) -> np.ndarray:
-    """Bool masks; 0/1 numbers are accepted, soft masks (probabilities) are refused."""
-    array = np.asarray(masks)
-    if array.dtype != bool and not np.isin(array, (0, 1)).all():
-        raise ValueError(f"metrics: {name} must be binary (bool or 0/1); threshold it first")
-    return array.astype(bool)
-
-
-def _masks(masks: np.ndarray | None, name: str, count: int | None = None) -> np.ndarray:
-    if masks is None:
-        raise ValueError(f"metrics: {name} is required (masks are compared)")
-    array = _as_bool(masks, name)
-    if array.ndim != 3 or (count is not None and array.shape[-1] != count):
-        expected = "[H, W, N]" if count is None else f"[H, W, {count}]"
-        raise ValueError(f"metrics: {name} must have shape {expected}, got {array.shape}")
-    return array
 
 
 def _sample_std(values: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -81,7 +53,7 @@ def _sample_std(values: np.ndarray, axis: int = 0) -> np.ndarray:
 
 def _binary_labels(labels: np.ndarray | Sequence, scores: np.ndarray | Sequence, where: str):
     y = np.asarray(labels).reshape(-1)
-    s = _vector(scores, f"{where}: scores", length=y.shape[0])
+    s = check_vector(scores, f"{where}: scores", length=y.shape[0])
     if not np.isin(y, (0, 1)).all():
         raise ValueError(f"metrics.{where}: labels must be 0/1 (or bool), got {np.unique(y)}")
     present = np.unique(y.astype(int))
@@ -134,42 +106,6 @@ def mean_roc(
     return grid, tprs.mean(axis=0), _sample_std(tprs)
 
 
-# ---------------------------------------------------------------------------------- matching
-
-
-def _greedy_match(
-    overlaps: np.ndarray, iou_threshold: float, strict: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Match detections (rows, already in descending score order) to ground truths (columns).
-
-    Each detection takes the unmatched ground truth it overlaps most among those that qualify
-    (IoU > threshold when strict, else >=); ties go to the later ground truth, as in COCO.
-    Returns (matched ground-truth index or -1 per detection, duplicate flag per detection):
-    a duplicate qualifies only for ground truths that are already matched.
-    """
-    detections, truths = overlaps.shape
-    matched_to = np.full(detections, -1, dtype=np.int64)
-    duplicate = np.zeros(detections, dtype=bool)
-    taken = np.zeros(truths, dtype=bool)
-    for d in range(detections):
-        row = overlaps[d]
-        qualifies = row > iou_threshold if strict else row >= iou_threshold
-        free = qualifies & ~taken
-        if free.any():
-            best = np.max(row[free])
-            g = int(np.flatnonzero(free & (row == best))[-1])
-            matched_to[d] = g
-            taken[g] = True
-        else:
-            duplicate[d] = bool(qualifies.any())
-    return matched_to, duplicate
-
-
-def _score_order(scores: np.ndarray) -> np.ndarray:
-    """Descending score order; equal scores keep their input order (COCO's mergesort)."""
-    return np.argsort(-scores, kind="mergesort")
-
-
 # ------------------------------------------------------------------------------------- FROC
 
 
@@ -218,8 +154,8 @@ def _label_image(
     duplicate_is_fp: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(is TP, is FP) per detection of one image, in the input order."""
-    order = _score_order(scores)
-    matched_to, duplicate = _greedy_match(
+    order = score_order(scores)
+    matched_to, duplicate = greedy_match(
         compute_overlaps(boxes[order], truths), iou_threshold, strict=True
     )
     is_tp = np.zeros(scores.shape[0], dtype=bool)
@@ -227,6 +163,19 @@ def _label_image(
     is_tp[order] = matched_to >= 0
     is_fp[order] = (matched_to < 0) & (duplicate_is_fp | ~duplicate)
     return is_tp, is_fp
+
+
+def label_detections(
+    boxes: np.ndarray | Sequence, scores: np.ndarray | Sequence,
+    truths: np.ndarray | Sequence, iou_threshold: float = 0.2, duplicate_is_fp: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(is TP, is FP) per detection of one image as ``froc``'s greedy matching labels them;
+    the labels hold at every score threshold, so a FROC can be re-counted from them
+    (``ftmtl.bootstrap`` does, once per resample)."""
+    boxes = check_boxes(boxes, "label_detections: boxes")
+    scores = check_vector(scores, "label_detections: scores", length=boxes.shape[0])
+    truths = check_boxes(truths, "label_detections: truths")
+    return _label_image(boxes, scores, truths, iou_threshold, duplicate_is_fp)
 
 
 def _per_lesion_events(
@@ -283,9 +232,9 @@ def froc(
     all_scores, all_tp, all_fp = [], [], []
     n_masses = 0
     for i, ((boxes, scores), truths) in enumerate(zip(predictions, ground_truths, strict=True)):
-        boxes = _boxes(boxes, f"froc: predictions[{i}] boxes")
-        scores = _vector(scores, f"froc: predictions[{i}] scores", length=boxes.shape[0])
-        truths = _boxes(truths, f"froc: ground_truths[{i}]")
+        boxes = check_boxes(boxes, f"froc: predictions[{i}] boxes")
+        scores = check_vector(scores, f"froc: predictions[{i}] scores", length=boxes.shape[0])
+        truths = check_boxes(truths, f"froc: ground_truths[{i}]")
         if matching == "greedy":
             is_tp, is_fp = _label_image(boxes, scores, truths, iou_threshold, duplicate_is_fp)
         else:
@@ -305,7 +254,7 @@ def froc(
 def _froc_curve(
     scores: np.ndarray, is_tp: np.ndarray, is_fp: np.ndarray, n_images: int, n_masses: int
 ) -> FrocCurve:
-    order = _score_order(scores)
+    order = score_order(scores)
     scores, tp, fp = scores[order], np.cumsum(is_tp[order]), np.cumsum(is_fp[order])
     # One operating point per distinct score: the last detection holding that score. (Scores
     # are compared, not differenced: inf - inf is NaN, which would split a tie group of +inf.)
@@ -348,7 +297,7 @@ def tpr_vs_iou(
 
 
 def _mask_pair(a: np.ndarray, b: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
-    a, b = _as_bool(a, f"{where}: a"), _as_bool(b, f"{where}: b")
+    a, b = check_binary(a, f"{where}: a"), check_binary(b, f"{where}: b")
     if a.shape != b.shape:
         raise ValueError(f"metrics.{where}: masks differ in shape, {a.shape} and {b.shape}")
     return a, b
@@ -390,11 +339,11 @@ def detected_dice(
     of the other masses; undetected masses are left out of the Dice (the paper's setting) and
     counted in ``n_missed``.
     """
-    pred_boxes = _boxes(pred_boxes, "detected_dice: pred_boxes")
-    gt_boxes = _boxes(gt_boxes, "detected_dice: gt_boxes")
-    scores = _vector(pred_scores, "detected_dice: pred_scores", length=pred_boxes.shape[0])
-    pred_masks = _masks(pred_masks, "detected_dice: pred_masks", pred_boxes.shape[0])
-    gt_masks = _masks(gt_masks, "detected_dice: gt_masks", gt_boxes.shape[0])
+    pred_boxes = check_boxes(pred_boxes, "detected_dice: pred_boxes")
+    gt_boxes = check_boxes(gt_boxes, "detected_dice: gt_boxes")
+    scores = check_vector(pred_scores, "detected_dice: pred_scores", length=pred_boxes.shape[0])
+    pred_masks = check_mask_stack(pred_masks, "detected_dice: pred_masks", pred_boxes.shape[0])
+    gt_masks = check_mask_stack(gt_masks, "detected_dice: gt_masks", gt_boxes.shape[0])
     if pred_masks.shape[:2] != gt_masks.shape[:2]:
         raise ValueError(
             f"metrics.detected_dice: pred_masks {pred_masks.shape[:2]} and gt_masks "
@@ -418,7 +367,8 @@ def case_detected(
 ) -> bool:
     """Whether any ground-truth mass is hit by a detection with box IoU >= iou_threshold."""
     overlaps = compute_overlaps(
-        _boxes(pred_boxes, "case_detected: pred_boxes"), _boxes(gt_boxes, "case_detected: gt_boxes")
+        check_boxes(pred_boxes, "case_detected: pred_boxes"),
+        check_boxes(gt_boxes, "case_detected: gt_boxes"),
     )
     return bool((overlaps >= iou_threshold).any())
 
@@ -461,201 +411,3 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]
         return float("nan"), float("nan")
     result = stats.ttest_rel(a_arr, b_arr)
     return float(result.statistic), float(result.pvalue)
-
-
-# ---------------------------------------------------------------------- Mask R-CNN AP (VOC)
-
-
-def _class_ids(values: np.ndarray | Sequence, name: str, length: int) -> np.ndarray:
-    array = np.asarray(values).reshape(-1)
-    if array.shape[0] != length:
-        raise ValueError(f"metrics: {name} has {array.shape[0]} entries, expected {length}")
-    return array.astype(np.int64)
-
-
-@dataclass(frozen=True)
-class _Instances:
-    """One image's checked ground truth and predictions; predictions by descending score."""
-
-    gt_boxes: np.ndarray
-    gt_class_ids: np.ndarray
-    gt_masks: np.ndarray | None
-    pred_boxes: np.ndarray
-    pred_class_ids: np.ndarray
-    pred_scores: np.ndarray
-    pred_masks: np.ndarray | None
-
-    def of_class(self, class_id: int) -> _Instances:
-        gt = self.gt_class_ids == class_id
-        pred = self.pred_class_ids == class_id
-        return _Instances(
-            self.gt_boxes[gt], self.gt_class_ids[gt], _take(self.gt_masks, gt),
-            self.pred_boxes[pred], self.pred_class_ids[pred], self.pred_scores[pred],
-            _take(self.pred_masks, pred),
-        )
-
-    def overlaps(self, use_masks: bool) -> np.ndarray:
-        """IoU [N_pred, N_gt] of the masks when use_masks, else of the boxes."""
-        if use_masks:
-            return compute_overlaps_masks(self.pred_masks, self.gt_masks)
-        return compute_overlaps(self.pred_boxes, self.gt_boxes)
-
-
-def _take(masks: np.ndarray | None, index: np.ndarray) -> np.ndarray | None:
-    return None if masks is None else masks[..., index]
-
-
-def _instances(
-    gt_boxes: np.ndarray,
-    gt_class_ids: np.ndarray,
-    gt_masks: np.ndarray | None,
-    pred_boxes: np.ndarray,
-    pred_class_ids: np.ndarray,
-    pred_scores: np.ndarray,
-    pred_masks: np.ndarray | None,
-    use_masks: bool,
-    where: str,
-) -> _Instances:
-    """Check one image's arrays, drop padding rows (``valid_boxes``: no area) and sort the
-    predictions by descending score (ties keep their order)."""
-    gt_boxes = _boxes(gt_boxes, f"{where} gt_boxes")
-    gt_class_ids = _class_ids(gt_class_ids, f"{where} gt_class_ids", gt_boxes.shape[0])
-    pred_boxes = _boxes(pred_boxes, f"{where} pred_boxes")
-    pred_class_ids = _class_ids(pred_class_ids, f"{where} pred_class_ids", pred_boxes.shape[0])
-    pred_scores = _vector(pred_scores, f"{where} pred_scores", length=pred_boxes.shape[0])
-    if use_masks:
-        gt_masks = _masks(gt_masks, f"{where} gt_masks", gt_boxes.shape[0])
-        pred_masks = _masks(pred_masks, f"{where} pred_masks", pred_boxes.shape[0])
-    else:
-        gt_masks = pred_masks = None
-    gt = valid_boxes(gt_boxes)
-    pred = np.flatnonzero(valid_boxes(pred_boxes))
-    pred = pred[_score_order(pred_scores[pred])]
-    return _Instances(
-        gt_boxes[gt], gt_class_ids[gt], _take(gt_masks, gt),
-        pred_boxes[pred], pred_class_ids[pred], pred_scores[pred], _take(pred_masks, pred),
-    )
-
-
-def _all_point_ap(precisions: np.ndarray, recalls: np.ndarray):
-    """VOC all-point AP: the area under the precision envelope (precision made non-increasing),
-    with the curve padded to start at recall 0 and end at recall 1 with precision 0."""
-    precisions = np.concatenate([[0.0], precisions, [0.0]])
-    recalls = np.concatenate([[0.0], recalls, [1.0]])
-    precisions = np.maximum.accumulate(precisions[::-1])[::-1]
-    steps = np.flatnonzero(recalls[1:] != recalls[:-1]) + 1
-    ap = float(np.sum((recalls[steps] - recalls[steps - 1]) * precisions[steps]))
-    return ap, precisions, recalls
-
-
-def compute_ap(
-    gt_boxes: np.ndarray,
-    gt_class_ids: np.ndarray,
-    gt_masks: np.ndarray | None,
-    pred_boxes: np.ndarray,
-    pred_class_ids: np.ndarray,
-    pred_scores: np.ndarray,
-    pred_masks: np.ndarray | None,
-    iou_threshold: float = 0.5,
-    use_masks: bool = False,
-) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-    """AP of one image (Matterport's name): (ap, precisions, recalls, overlaps).
-
-    Predictions, in descending score order, match the unmatched ground truth of their class
-    they overlap most with IoU >= iou_threshold (box IoU, or mask IoU when use_masks). The AP is
-    VOC's all-point interpolation; precisions/recalls are the padded envelope it integrates.
-    overlaps [N_pred, N_gt] has the predictions in score order. All-zero box rows are padding
-    and dropped. Without any ground truth the AP is undefined: NaN.
-    """
-    image = _instances(gt_boxes, gt_class_ids, gt_masks, pred_boxes, pred_class_ids,
-                       pred_scores, pred_masks, use_masks, "compute_ap:")
-    overlaps = image.overlaps(use_masks)
-    same_class = image.pred_class_ids[:, None] == image.gt_class_ids[None, :]
-    matched_to, _ = _greedy_match(np.where(same_class, overlaps, -1.0), iou_threshold, False)
-    if image.gt_boxes.shape[0] == 0:
-        return float("nan"), np.zeros(0), np.zeros(0), overlaps
-    hits = np.cumsum(matched_to >= 0)
-    precisions = hits / np.arange(1, hits.size + 1)
-    recalls = hits / image.gt_boxes.shape[0]
-    ap, precisions, recalls = _all_point_ap(precisions, recalls)
-    return ap, precisions, recalls, overlaps
-
-
-# ----------------------------------------------------------------------------- COCO-style AP
-
-_RECORD_KEYS = ("gt_boxes", "gt_class_ids", "gt_masks", "pred_boxes", "pred_class_ids",
-                "pred_scores", "pred_masks")
-_REQUIRED_KEYS = tuple(key for key in _RECORD_KEYS if not key.endswith("_masks"))
-
-
-def _coco_class_ap(
-    images: Sequence[_Instances], class_id: int, iou_threshold: float, use_masks: bool
-) -> float:
-    """AP of one class over the dataset at one IoU threshold, by COCO's rules.
-
-    Per image, detections in descending score order match the unmatched ground truth of the class
-    with the highest IoU >= threshold (ties: the later one). Over the dataset detections are
-    ranked by score (ties: image order, then in-image order), precision is made non-increasing
-    and read at the 101 recall thresholds 0, 0.01, ..., 1 (0 past the highest recall reached).
-    """
-    threshold = min(iou_threshold, 1.0 - 1e-10)  # COCO's guard so that IoU 1.0 still matches
-    scores, hits, n_truths = [], [], 0
-    for image in images:
-        of_class = image.of_class(class_id)
-        matched_to, _ = _greedy_match(of_class.overlaps(use_masks), threshold, strict=False)
-        scores.append(of_class.pred_scores)
-        hits.append(matched_to >= 0)
-        n_truths += of_class.gt_boxes.shape[0]
-    if n_truths == 0:
-        return float("nan")
-    ranking = _score_order(np.concatenate(scores))
-    is_hit = np.concatenate(hits)[ranking]
-    tp = np.cumsum(is_hit).astype(np.float64)
-    fp = np.cumsum(~is_hit).astype(np.float64)
-    recall = tp / n_truths
-    precision = np.maximum.accumulate((tp / (tp + fp + np.spacing(1)))[::-1])[::-1]
-    at = np.searchsorted(recall, COCO_RECALL_THRESHOLDS, side="left")
-    sampled = np.zeros(COCO_RECALL_THRESHOLDS.size)
-    reached = at < precision.size
-    sampled[reached] = precision[at[reached]]
-    return float(sampled.mean())
-
-
-def coco_style_ap(
-    per_image_records: Sequence[Mapping],
-    iou_thresholds: Sequence[float] = (0.5,),
-    use_masks: bool = False,
-    class_ids: Sequence[int] | None = None,
-) -> dict:
-    """Per-class AP over a dataset computed as COCOeval does (area "all", no detection limit).
-
-    Each record is a mapping with compute_ap's argument names: gt_boxes, gt_class_ids,
-    pred_boxes, pred_class_ids, pred_scores, and gt_masks/pred_masks ([H, W, N]) when use_masks.
-    class_ids defaults to the classes present in the ground truth. Returns
-    ``{"per_iou": {iou: {class: AP}}, "per_class": {class: AP averaged over iou_thresholds},
-    "mAP": mean of per_class}``; a class without ground truth gets NaN and is left out of the
-    mean (COCO's -1).
-    """
-    if not per_image_records:
-        raise ValueError("metrics.coco_style_ap: no image records given")
-    images = []
-    for i, record in enumerate(per_image_records):
-        missing = [key for key in _REQUIRED_KEYS if key not in record]
-        if missing:
-            raise ValueError(f"metrics.coco_style_ap: records[{i}] lacks {missing}")
-        arrays = [record.get(key) for key in _RECORD_KEYS]
-        images.append(_instances(*arrays, use_masks, f"coco_style_ap: records[{i}]"))
-    if class_ids is None:
-        class_ids = np.unique(np.concatenate([im.gt_class_ids for im in images])).tolist()
-    class_ids = [int(c) for c in class_ids]
-    per_iou = {
-        float(t): {c: _coco_class_ap(images, c, float(t), use_masks) for c in class_ids}
-        for t in iou_thresholds
-    }
-    per_class = {c: float(np.mean([per_iou[t][c] for t in per_iou])) for c in class_ids}
-    valid = [ap for ap in per_class.values() if not np.isnan(ap)]
-    return {
-        "per_iou": per_iou,
-        "per_class": per_class,
-        "mAP": float(np.mean(valid)) if valid else float("nan"),
-    }

@@ -55,7 +55,14 @@ from ftmtl.veto import (
     MalignantVeto,
 )
 from mrcnn.config import Config, ConfigError
-from mrcnn.detection import classify, refine_boxes, select_detections, window_from_meta
+from mrcnn.detection import (
+    classify,
+    detection_settings,
+    refine_boxes,
+    select_detections,
+    split_layer_config,
+    window_from_meta,
+)
 from mrcnn.heads import (
     classifier,
     head_initializer,
@@ -114,6 +121,9 @@ class FTMTLConfig(Config):
     HEAD_LAYOUT = "paper"
     FEATURE_LAYOUT = "c4"
     CLASS_SPECIFIC_BOXES = False
+    # FT-MTL-Net and its twin score a detection 1 - p(background) (the paper's); their
+    # sequential inference has no other mode, so "class" is refused here.
+    DETECTION_SCORE = "foreground"
 
     # The mask-weighted transfer into the classifier. False: the plain Mask R-CNN twin.
     TRANSFER_BRANCH = True
@@ -145,6 +155,11 @@ class FTMTLConfig(Config):
     def validate(self) -> None:
         super().validate()
         check_ftmtl_config(self)
+        if self.DETECTION_SCORE != "foreground":
+            raise ConfigError(f"{type(self).__name__}.DETECTION_SCORE: FT-MTL-Net's sequential "
+                              f"inference scores detections 1 - p(background) ('foreground'); "
+                              f"got {self.DETECTION_SCORE!r} (the 'class' score is "
+                              f"mrcnn.model.MaskRCNN's)")
         if self.SAMPLER_WEIGHTS not in ("paper", "balanced"):
             raise ConfigError(f"{type(self).__name__}.SAMPLER_WEIGHTS: must be 'paper' or "
                               f"'balanced', got {self.SAMPLER_WEIGHTS!r}")
@@ -266,12 +281,24 @@ class SequentialDetectionLayer(Float32Layer):
         mask_shape = tuple(input_shape[2][2:])
         return (batch, count, 6), (batch, count, *mask_shape), (batch, count, mask_shape[-1])
 
+    def get_config(self):
+        config = super().get_config()
+        config.update(settings=detection_settings(self.config))
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        settings, arguments = split_layer_config(config)
+        return cls(settings, **arguments)
+
 
 # ------------------------------------------------------------------------------- the model
 class FTMTLNet(MaskRCNN):
     """FT-MTL-Net (``TRANSFER_BRANCH`` True) or its Mask R-CNN twin (False), in ``training`` or
     ``inference`` mode; the API is MaskRCNN's. ``detect`` adds ``class_probs`` [N, K] per
-    detection and the image's malignant-veto ``case_score``."""
+    detection and the image's malignant-veto ``case_score``. Detections are always scored
+    1 - p(background) (``DETECTION_SCORE = "foreground"``, which FTMTLConfig holds to; a plain
+    Config's DETECTION_SCORE is not read)."""
 
     def __init__(self, mode: str, config, model_dir: str | os.PathLike,
                  strategy: tf.distribute.Strategy | None = None) -> None:

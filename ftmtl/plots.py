@@ -1,5 +1,5 @@
-"""Figures of a cross-validation: ROC and FROC with their spread over folds, the IoU sweep,
-example detections and training losses.
+"""Figures of a cross-validation (or of one evaluation): ROC and FROC with their spread over
+folds, the IoU sweep, the calibration of the case score, example detections and training losses.
 
 Every function builds a ``matplotlib.figure.Figure`` directly (no pyplot state, so it works
 headless and in notebooks alike) and returns it; ``mrcnn.visualize.save_figure`` writes it.
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from ftmtl.calibration import ReliabilityBins
 from ftmtl.metrics import FROC_POINTS, FrocCurve, mean_froc, mean_roc
 from mrcnn.box_ops import compute_overlaps
 from mrcnn.visualize import display_instances
@@ -128,6 +129,34 @@ def plot_iou_sweep(sweeps: Mapping[str, Sequence[Mapping[float, float]]],
            ylabel=f"true positive rate at {fpi:g} FPI", title="Detection against IoU threshold")
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(True, alpha=0.3)
+    return fig
+
+
+def plot_calibration(bins: Mapping[str, ReliabilityBins],
+                     title: str = "Calibration of the case malignancy score") -> Figure:
+    """Reliability diagram: per score bin, the fraction of malignant cases against the mean
+    score (the diagonal is perfect calibration), one line per model with its ECE; below, how
+    many cases each bin holds."""
+    fig = Figure(figsize=(6, 7), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    top.plot([0, 1], [0, 1], linestyle=":", color="gray", label="perfect calibration")
+    shown = {model: b for model, b in bins.items() if b.n_cases}
+    width = 0.8 / max(len(shown), 1)
+    for index, (model, b) in enumerate(shown.items()):
+        filled = b.counts > 0
+        (line,) = top.plot(b.mean_score[filled], b.fraction_positive[filled], marker="o",
+                           label=f"{model_name(model)} (ECE {b.ece():.3f}, "
+                                 f"{b.n_cases} cases)")
+        bin_width = np.diff(b.edges)
+        bottom.bar(b.edges[:-1] + bin_width * (0.1 + width * (index + 0.5)), b.counts,
+                   width=bin_width * width, color=line.get_color())
+    n_bins = next(iter(shown.values())).counts.size if shown else 0
+    top.set(xlim=(0, 1), ylim=(0, 1.02), ylabel="fraction malignant",
+            title=f"{title}\nECE: {n_bins} equal-width bins, weighted by bin count")
+    top.legend(loc="upper left", fontsize=8)
+    top.grid(True, alpha=0.3)
+    bottom.set(xlabel="case malignancy score", ylabel="cases")
+    bottom.grid(True, alpha=0.3)
     return fig
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ftmtl.model import FTMTLConfig, FTMTLNet, image_size_overrides
+from ftmtl.model import FTMTLConfig, FTMTLNet, image_size_overrides, prepared_image_size
 from mrcnn.config import ConfigError
 
 MODELS = ("ftmtl", "maskrcnn")
@@ -145,7 +145,13 @@ def make_config(preset: str = "paper", model: str = "ftmtl", **overrides: Any) -
     # Deep copies: a config class never shares a mutable value with a preset or the caller.
     values = copy.deepcopy(values)
     config_class = type(f"{_camel(values['NAME'])}Config", (FTMTLConfig,), values)
-    return config_class()
+    config = config_class()
+    # Checkpoints record how the config was made (mrcnn.run_config), so that evaluate and
+    # detect rebuild it from the file (ftmtl.from_checkpoint).
+    config_class.provenance = {"preset": preset, "model": model,
+                               "overrides": copy.deepcopy(overrides),
+                               "image_size": prepared_image_size(config)}
+    return config
 
 
 def check_override(name: str, value: Any, preset: dict[str, Any] | None = None) -> None:

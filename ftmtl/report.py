@@ -2,7 +2,8 @@
 
 Each of our cells is mean +- sample std over the folds that define the metric; under each table a
 paired t-test compares the models fold by fold. The paper's figures (on real INbreast) are shown
-in their own rows, clearly labelled, for reference only.
+in their own rows, clearly labelled, for reference only. A last table gives each fold's bootstrap
+intervals and ECE, when the folds kept their predictions.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ftmtl.calibration import DEFAULT_BINS
 from ftmtl.metrics import FROC_POINTS
-from ftmtl.plots import model_name
+from ftmtl.plots import FROC_READ_FPI, model_name
 
 # The paper's results on real INbreast (mean, std over its 5 folds). Its AUC is on the cases
 # whose mass was detected; its TPR is read at 3.67 false positives per image.
@@ -99,6 +101,59 @@ def _detected_masses(results: Mapping[str, Any]):
     return cell
 
 
+def _with_interval(point: Any, interval: Sequence[float | None] | None) -> str:
+    """"0.85 [0.70, 0.95]": the fold's value and its bootstrap interval."""
+    text = f"{point:.2f}" if _finite(point) else NOT_AVAILABLE
+    if interval and all(_finite(v) for v in interval):
+        text += f" [{interval[0]:.2f}, {interval[1]:.2f}]"
+    return text
+
+
+def _fold_value(results: Mapping[str, Any], model: str, key: str, fold: int) -> Any:
+    """One fold's value of a summarised metric (None where the fold has none)."""
+    done = list(results.get("folds_done", {}).get(model, []))
+    values = (results.get("metrics", {}).get(model, {}).get(key) or {}).get("values", [])
+    index = done.index(fold) if fold in done else len(values)
+    return values[index] if index < len(values) else None
+
+
+def _intervals_section(results: Mapping[str, Any]) -> list[str]:
+    """Per fold and model: the AUCs and the TPR at 3.67 FPI with their bootstrap intervals,
+    and the ECE; then the ECE over folds."""
+    intervals = results.get("intervals") or {}
+    rows = [(model, row) for model in results.get("models", [])
+            for row in intervals.get(model, [])]
+    if not rows:
+        return []
+    read = str(float(FROC_READ_FPI))
+    header = ["Model", "Fold", "AUC, all cases", "AUC, detected cases",
+              f"TPR @ {FROC_READ_FPI:g} FPI", "ECE"]
+    lines = [_row(header), _row(["---"] * len(header))]
+    for model, row in rows:
+        fold = row["fold"]
+        lines.append(_row([
+            model_name(model), str(fold),
+            _with_interval(_fold_value(results, model, "auc", fold), row.get("auc_ci95")),
+            _with_interval(_fold_value(results, model, "auc_detected", fold),
+                           row.get("auc_detected_ci95")),
+            _with_interval(_fold_value(results, model, tpr_key(FROC_READ_FPI), fold),
+                           (row.get("tpr_at_fpi_ci95") or {}).get(read)),
+            f"{row['ece']:.3f}" if _finite(row.get("ece")) else NOT_AVAILABLE]))
+    boot = rows[0][1].get("bootstrap", {})
+    metrics = results.get("metrics", {})
+    ece = "; ".join(f"{model_name(m)} {_cell(metrics.get(m, {}).get('ece'), 3)}"
+                    for m in results.get("models", []) if intervals.get(m))
+    return [
+        "", "## Bootstrap intervals and calibration, per fold", "", *lines, "",
+        f"In brackets: the {boot.get('level', 0.95):.0%} percentile bootstrap interval over the "
+        f"fold's test images ({boot.get('resamples', '?')} resamples drawn with replacement, "
+        f"seed {boot.get('seed', '?')}; the models of a fold draw the same images). ECE: the "
+        "expected calibration error of the case malignancy score on the benign and malignant "
+        f"cases, {DEFAULT_BINS} equal-width bins weighted by bin count; over folds {ece}. The "
+        "calibration figure pools every fold's cases.",
+    ]
+
+
 def results_markdown(results: Mapping[str, Any]) -> str:
     """The report as Markdown text (what ``write_results_md`` writes)."""
     models = results.get("models", [])
@@ -136,6 +191,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         "## Mask R-CNN box AP (COCO-style, IoU 0.5)",
         "",
         *_table(results, GENERAL, paper=False),
+        *_intervals_section(results),
     ]
     plots = results.get("plots", {})
     if plots:

@@ -5,4 +5,18 @@ Import the parts you need: ``from mrcnn.config import Config``, ``from mrcnn imp
 package alone does not import TensorFlow.
 """
 
-__version__ = "0.1.0"
+
+
+def project_version() -> str:
+    """The installed distribution's version (pyproject.toml's, one source for the CLI's
+    ``--version``, checkpoints and DICOM outputs), or a note when run from an uninstalled
+    checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ftmtl")
+    except PackageNotFoundError:
+        return "(not installed: run from a checkout)"
+
+
+__version__ = project_version()

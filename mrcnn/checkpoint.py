@@ -11,6 +11,9 @@ Training checkpoints also hold the optimizer's state (an ``optimizer_weights`` g
 or Adam slots) under its path without the optimizer's own name, with the optimizer class, the
 trainable variables it was built for and the epochs of the run that wrote it. Resuming restores
 it, so momentum and a learning-rate schedule carry on where they stopped.
+
+A model's checkpoints also describe their run (the root attribute ``run_config``, a JSON text;
+``mrcnn.run_config``), so a copied file still rebuilds its model (``ftmtl.from_checkpoint``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from typing import Any
 import h5py
 import keras
 import numpy as np
+
+from mrcnn.run_config import FILE_NAME as RUN_CONFIG_FILE
+from mrcnn.run_config import write_attribute as write_run_config_attribute
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +100,7 @@ def _is_temp_of_ours(name: str) -> bool:
     if not match:
         return False
     final = match.group("final")
-    return final == "config.json" or checkpoint_epoch(final) is not None
+    return final in ("config.json", RUN_CONFIG_FILE) or checkpoint_epoch(final) is not None
 
 
 def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
@@ -112,12 +118,17 @@ def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
 
 def save_weights_h5(model: keras.Model, path: str | os.PathLike,
                     optimizer: keras.optimizers.Optimizer | None = None,
-                    optimizer_attrs: dict[str, Any] | None = None) -> None:
+                    optimizer_attrs: dict[str, Any] | None = None,
+                    run_config: dict[str, Any] | None = None) -> None:
     """Write the model's weights by layer name (Keras-2 layout), atomically; with ``optimizer``
-    (built) its state too, tagged with ``optimizer_attrs`` (e.g. the epoch)."""
+    (built) its state too, tagged with ``optimizer_attrs`` (e.g. the epoch); with
+    ``run_config`` (``mrcnn.run_config.describe_run``) the description of the run, so the file
+    alone rebuilds its model."""
 
     def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:
+            if run_config is not None:
+                write_run_config_attribute(f, run_config)
             if optimizer is not None and optimizer.built:
                 _write_optimizer_state(f, optimizer, model.trainable_variables,
                                        optimizer_attrs or {})

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 FEATURE_LAYOUTS = ("c4", "fpn")
 HEAD_LAYOUTS = ("paper", "matterport")
 RESIZE_MODES = ("square", "pad64", "none", "crop")
+DETECTION_SCORES = ("class", "foreground")
 KNOWN_BACKBONES = ("resnet50", "resnet101", "tiny")
 
 
@@ -125,6 +126,12 @@ class Config:
     DETECTION_MAX_INSTANCES = 100
     DETECTION_MIN_CONFIDENCE = 0.7
     DETECTION_NMS_THRESHOLD = 0.3
+    # How MaskRCNN's DetectionLayer classifies and scores an ROI (mrcnn.detection.classify):
+    # "class" (Matterport's): the arg-max over all classes, scored by its probability, so an ROI
+    # whose arg-max is the background is dropped; "foreground" (FT-MTL-Net's): the arg-max over
+    # the foreground classes, scored 1 - p(background), so an ROI that is more likely background
+    # than any one class can still be kept. DETECTION_MIN_CONFIDENCE applies to that score.
+    DETECTION_SCORE = "class"
 
     # "sgd" (SGD with LEARNING_MOMENTUM, Matterport's and the paper's) or "adam" (converges
     # faster from scratch on small problems; LEARNING_MOMENTUM is then beta_1).
@@ -226,6 +233,9 @@ class Config:
         if self.IMAGE_RESIZE_MODE not in RESIZE_MODES:
             fail("IMAGE_RESIZE_MODE", f"must be one of {RESIZE_MODES}, got "
                  f"{self.IMAGE_RESIZE_MODE!r}")
+        if self.DETECTION_SCORE not in DETECTION_SCORES:
+            fail("DETECTION_SCORE", f"must be one of {DETECTION_SCORES}, got "
+                 f"{self.DETECTION_SCORE!r}")
         if self.USE_RPN_ROIS is not True:
             fail("USE_RPN_ROIS", "only True is supported: the heads train on the RPN's "
                  "proposals (Matterport's input_rois path is not implemented)")

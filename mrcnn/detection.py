@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
 import tensorflow as tf
 
 from mrcnn.box_ops import tf_apply_box_deltas, tf_batched_nms, tf_clip_boxes
+from mrcnn.config import DETECTION_SCORES
 from mrcnn.image_meta import parse_image_meta_graph
 from mrcnn.precision import Float32Layer
 
@@ -38,6 +43,9 @@ def classify(probs: tf.Tensor, score_mode: str) -> tuple[tf.Tensor, tf.Tensor]:
     ``"class"`` (Matterport): the arg-max class over all classes and its probability.
     ``"foreground"`` (the paper): the arg-max foreground class, score = 1 - p(background).
     """
+    if score_mode not in DETECTION_SCORES:
+        raise ValueError(f"classify: score_mode must be one of {DETECTION_SCORES}, got "
+                         f"{score_mode!r}")
     probs = tf.cast(probs, tf.float32)
     if score_mode == "foreground":
         class_ids = tf.argmax(probs[:, 1:], axis=1, output_type=tf.int32) + 1
@@ -70,20 +78,42 @@ def select_detections(boxes: tf.Tensor, class_ids: tf.Tensor, scores: tf.Tensor,
     return detections, keep
 
 
+def detection_settings(config) -> dict[str, Any]:
+    """The config values the detection layers read, JSON-ready: what their ``get_config``
+    saves in a .keras file instead of the whole config."""
+    return {
+        "BBOX_STD_DEV": [float(v) for v in np.asarray(config.BBOX_STD_DEV).reshape(-1)],
+        "DETECTION_MIN_CONFIDENCE": float(config.DETECTION_MIN_CONFIDENCE),
+        "DETECTION_NMS_THRESHOLD": float(config.DETECTION_NMS_THRESHOLD),
+        "DETECTION_MAX_INSTANCES": int(config.DETECTION_MAX_INSTANCES),
+    }
+
+
+def split_layer_config(layer_config: dict[str, Any]) -> tuple[SimpleNamespace, dict[str, Any]]:
+    """A detection layer's saved config -> (its settings as a config-like object, the layer's
+    other arguments): what ``from_config`` passes back to ``__init__``."""
+    arguments = dict(layer_config)
+    return SimpleNamespace(**arguments.pop("settings")), arguments
+
+
 class DetectionLayer(Float32Layer):
     """Matterport's inference order: classify the proposals, refine their boxes, filter, NMS.
 
     Inputs ``[rois [B,N,4], class_probs [B,N,C], bbox_deltas [B,N,K,4], image_meta]``.
     Outputs ``[detections [B, D, 6], kept_roi_indices [B, D]]`` with D =
-    DETECTION_MAX_INSTANCES; boxes are normalised to the model input.
+    DETECTION_MAX_INSTANCES; boxes are normalised to the model input. ``score_mode`` (see
+    ``classify``) defaults to the config's DETECTION_SCORE.
     """
 
     supports_jit = False
 
-    def __init__(self, config, score_mode: str = "class", **kwargs) -> None:
+    def __init__(self, config, score_mode: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.config = config
-        self.score_mode = score_mode
+        self.score_mode = config.DETECTION_SCORE if score_mode is None else score_mode
+        if self.score_mode not in DETECTION_SCORES:
+            raise ValueError(f"DetectionLayer: score_mode must be one of {DETECTION_SCORES}, "
+                             f"got {self.score_mode!r}")
 
     def call(self, inputs):
         rois, probs, deltas, image_meta = inputs
@@ -110,3 +140,13 @@ class DetectionLayer(Float32Layer):
         batch = input_shape[0][0]
         d = self.config.DETECTION_MAX_INSTANCES
         return (batch, d, 6), (batch, d)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(score_mode=self.score_mode, settings=detection_settings(self.config))
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        settings, arguments = split_layer_config(config)
+        return cls(settings, **arguments)

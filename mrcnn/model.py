@@ -17,6 +17,7 @@ classifier and the inference order).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -30,8 +31,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mrcnn import data as data_lib
 from mrcnn import losses as L
 from mrcnn.anchors import anchors_per_location, get_anchors
+from mrcnn.augmentation import Flip, Sequential, SomeOf
 from mrcnn.backbone import LAYER_PRESETS, build_backbone
 from mrcnn.checkpoint import (
     OptimizerState,
@@ -47,7 +50,12 @@ from mrcnn.checkpoint import (
     save_config_json,
     save_weights_h5,
 )
-from mrcnn.data import DataGenerator, mold_inputs, unmold_mask
+from mrcnn.data import (  # noqa: F401  (mold_image: Matterport's mrcnn.model name)
+    DataGenerator,
+    mold_image,
+    mold_inputs,
+    unmold_mask,
+)
 from mrcnn.detection import DetectionLayer
 from mrcnn.heads import HeadOutputs, box_head, classifier, head_initializer, mask_head
 from mrcnn.image_meta import (  # noqa: F401  (compose/parse: Matterport's mrcnn.model names)
@@ -60,6 +68,8 @@ from mrcnn.malloc import tune_malloc
 from mrcnn.norm import BatchNorm, config_norm
 from mrcnn.precision import FLOAT32, precision_scope
 from mrcnn.rpn import ProposalLayer, build_rpn_model
+from mrcnn.run_config import describe_run
+from mrcnn.run_config import save_beside as save_run_config_beside
 from mrcnn.targets import DetectionTargetLayer, valid_roi_mask
 from mrcnn.weights import load_legacy_h5
 
@@ -279,7 +289,8 @@ class CheckpointCallback(keras.callbacks.Callback):
         save_weights_h5(model, path, optimizer=model.optimizer,
                         optimizer_attrs={"epoch": epoch + 1,
                                          "train_epochs": int(self.params.get("epochs", 0)),
-                                         "start_epoch": int(self.owner.call_start_epoch)})
+                                         "start_epoch": int(self.owner.call_start_epoch)},
+                        run_config=self.owner.run_description())
         logger.info("saved %s", path)
         keep = self.owner.config.KEEP_CHECKPOINTS
         if keep:
@@ -305,6 +316,8 @@ class MaskRCNN:
         # counts from there, also after a resume in the middle of the call.
         self.call_start_epoch = 0
         self._resume_optimizer: OptimizerState | None = None
+        # The training dataset's class names (background first), recorded in checkpoints.
+        self.class_names: list[str] | None = None
         self.set_log_dir()
         with self.strategy.scope(), precision_scope(config.MIXED_PRECISION):
             self.keras_model = self.build(mode, config)
@@ -395,8 +408,8 @@ class MaskRCNN:
         return HeadOutputs(class_feature, deltas, mask_feature, masks, logits, probs)
 
     def build_inference_heads(self, rois, mrcnn_maps, image_meta) -> dict[str, Any]:
-        """Matterport's order: classify and refine the proposals, select detections, then run
-        the mask head on the detection boxes."""
+        """Matterport's order: classify (as DETECTION_SCORE says) and refine the proposals,
+        select detections, then run the mask head on the detection boxes."""
         _, class_feature, deltas = box_head(rois, mrcnn_maps, image_meta, self.config)
         _, probs = self.build_classifier(class_feature, None, None)
         detections, _ = DetectionLayer(self.config, name="mrcnn_detection")(
@@ -447,7 +460,14 @@ class MaskRCNN:
 
     # -------------------------------------------------------------------------- weights
     def save_weights(self, filepath: str | os.PathLike) -> None:
-        save_weights_h5(self.keras_model, filepath)
+        """Write the weights by layer name, with the run's description (``run_description``)."""
+        save_weights_h5(self.keras_model, filepath, run_config=self.run_description())
+
+    def run_description(self) -> dict[str, Any]:
+        """What checkpoints record about their run (``mrcnn.run_config``): the config, this
+        class, the class names."""
+        network = f"{type(self).__module__}.{type(self).__qualname__}"
+        return describe_run(self.config, network, self.class_names)
 
     def load_weights(self, filepath: str | os.PathLike, by_name: bool = False,
                      exclude: list[str] | None = None):
@@ -563,7 +583,10 @@ class MaskRCNN:
                                  initial_epoch=self.epoch)
                    if val_dataset is not None else None)
         self._claim_log_dir()
+        if getattr(train_dataset, "class_names", None):
+            self.class_names = [str(name) for name in train_dataset.class_names]
         save_config_json(config, os.path.join(self.log_dir, "config.json"))
+        save_run_config_beside(self.run_description(), self.log_dir)
         self.call_start_epoch = self._call_start(epochs)
         if isinstance(learning_rate, int | float):
             learning_rate = learning_rate_schedule(
@@ -686,6 +709,25 @@ class MaskRCNN:
             full[:, :, i] = unmold_mask(masks[i, :, :, class_ids[i]], boxes[i], (h, w))
         return {"rois": boxes.astype(np.int32), "class_ids": class_ids, "scores": scores,
                 "masks": full}
+
+
+def load_image_gt(dataset, config, image_id: int, augment: bool = False, augmentation=None,
+                  use_mini_mask: bool = False):
+    """Matterport's ``load_image_gt``: (image, image_meta, class_ids, bbox, mask) of one image,
+    resized for the model, with masks at the image's size unless ``use_mini_mask`` (whatever
+    the config's USE_MINI_MASK says). ``augment`` (deprecated, as in Matterport) flips the image
+    left-right half the time, before ``augmentation``.
+
+    The work is ``mrcnn.data.load_image_gt``'s, the input pipeline's step, which reads
+    USE_MINI_MASK from the config and takes a random generator for crops and augmentation.
+    """
+    config = copy.copy(config)
+    config.USE_MINI_MASK = bool(use_mini_mask)
+    if augment:
+        logger.warning("load_image_gt: 'augment' is deprecated; pass augmentation instead")
+        flip = SomeOf((0, 1), [Flip(horizontal=True)])
+        augmentation = flip if augmentation is None else Sequential([flip, augmentation])
+    return data_lib.load_image_gt(dataset, config, image_id, augmentation=augmentation)
 
 
 def to_original_pixels(boxes: np.ndarray, image_shape, window, original_shape) -> np.ndarray:

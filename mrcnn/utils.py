@@ -1,5 +1,6 @@
 """Matterport's ``mrcnn.utils`` names, re-exported from the modules that now hold them, so that
-``from mrcnn import utils; utils.Dataset`` and ``utils.compute_overlaps`` keep working."""
+``from mrcnn import utils; utils.Dataset``, ``utils.compute_overlaps`` and ``utils.compute_ap``
+keep working."""
 
 from mrcnn.anchors import generate_anchors, generate_pyramid_anchors
 from mrcnn.box_ops import (
@@ -24,15 +25,24 @@ from mrcnn.data import (
     unmold_mask,
 )
 from mrcnn.dataset import Dataset
+from mrcnn.instance_eval import compute_ap, compute_ap_range, compute_matches, compute_recall
+from mrcnn.weights import COCO_WEIGHTS_URL as COCO_MODEL_URL
+from mrcnn.weights import download_trained_weights
 
 __all__ = [
+    "COCO_MODEL_URL",
     "Dataset",
     "apply_box_deltas",
     "box_refinement",
     "compose_image_meta",
+    "compute_ap",
+    "compute_ap_range",
+    "compute_matches",
     "compute_overlaps",
     "compute_overlaps_masks",
+    "compute_recall",
     "denorm_boxes",
+    "download_trained_weights",
     "expand_mask",
     "extract_bboxes",
     "generate_anchors",

@@ -214,6 +214,54 @@ def display_instances(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
     return ax
 
 
+# Matterport's colours for display_differences: ground truth green, predictions red.
+GT_COLOR: Color = (0.0, 1.0, 0.0, 0.8)
+PRED_COLOR: Color = (1.0, 0.0, 0.0, 1.0)
+
+
+def display_differences(image: np.ndarray, gt_box: np.ndarray, gt_class_id: np.ndarray,
+                        gt_mask: np.ndarray, pred_box: np.ndarray, pred_class_id: np.ndarray,
+                        pred_score: np.ndarray, pred_mask: np.ndarray,
+                        class_names: Sequence[str], title: str = "", ax: Axes | None = None,
+                        show_mask: bool = True, show_box: bool = True,
+                        iou_threshold: float = 0.5, score_threshold: float = 0.5) -> Axes:
+    """Ground truth (green) and predictions (red) on one image; each prediction is captioned
+    "score / IoU" with the mask IoU of the ground truth it matches (``mrcnn.utils.
+    compute_matches`` with these thresholds), or its best IoU when it matches none.
+
+    Padding rows (boxes without area) are left out; predictions are drawn best score first.
+    """
+    # Imported here: they bring TensorFlow, which drawing alone does not need.
+    from mrcnn.box_ops import valid_boxes
+    from mrcnn.instance_eval import compute_matches
+
+    gt_box = np.asarray(gt_box).reshape(-1, 4)
+    pred_box = np.asarray(pred_box).reshape(-1, 4)
+    pred_score = np.asarray(pred_score, dtype=np.float64).reshape(-1)
+    gt = np.flatnonzero(valid_boxes(gt_box))
+    pred = np.flatnonzero(valid_boxes(pred_box))
+    pred = pred[np.argsort(-pred_score[pred], kind="stable")]
+    gt_box, gt_class_id, gt_mask = gt_box[gt], np.asarray(gt_class_id)[gt], gt_mask[..., gt]
+    pred_box, pred_class_id = pred_box[pred], np.asarray(pred_class_id)[pred]
+    pred_score, pred_mask = pred_score[pred], pred_mask[..., pred]
+    # Already valid and sorted, so the matches' prediction order is the drawing order.
+    _, pred_match, overlaps = compute_matches(
+        gt_box, gt_class_id, gt_mask, pred_box, pred_class_id, pred_score, pred_mask,
+        iou_threshold=iou_threshold, score_threshold=score_threshold)
+    ious = [overlaps[i, pred_match[i]] if pred_match[i] >= 0 else overlaps[i].max(initial=0.0)
+            for i in range(len(pred))]
+    captions = [""] * len(gt) + [f"{s:.2f} / {iou:.2f}" for s, iou in zip(pred_score, ious,
+                                                                          strict=True)]
+    return display_instances(
+        image, np.concatenate([gt_box, pred_box]),
+        np.concatenate([np.asarray(gt_mask, bool), np.asarray(pred_mask, bool)], axis=-1),
+        np.concatenate([gt_class_id, pred_class_id]), class_names,
+        scores=np.concatenate([np.zeros(len(gt)), pred_score]),
+        title=title or "Ground truth (green) and detections (red); captions: score / IoU",
+        ax=ax, show_mask=show_mask, show_bbox=show_box,
+        colors=[GT_COLOR] * len(gt) + [PRED_COLOR] * len(pred), captions=captions)
+
+
 def _caption(i: int, class_ids: np.ndarray, class_names: Sequence[str],
              scores: np.ndarray | None) -> str:
     class_id = int(class_ids[i])
@@ -365,6 +413,20 @@ def plot_losses(history: Mapping[str, Sequence[float]] | Any, ax: Axes | None = 
     ax.set_ylabel("loss")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    return ax
+
+
+def plot_precision_recall(AP: float, precisions: Sequence[float], recalls: Sequence[float],
+                          ax: Axes | None = None) -> Axes:
+    """The precision-recall curve ``compute_ap`` returns (its padded envelope), titled with the
+    AP."""
+    ax = ax if ax is not None else _new_axes((8, 6))
+    ax.plot(np.asarray(recalls, dtype=np.float64), np.asarray(precisions, dtype=np.float64))
+    ax.set_title(f"Precision-recall curve, AP@50 = {float(AP):.3f}")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1.1)
+    ax.set_ylim(0, 1.1)
     return ax
 
 

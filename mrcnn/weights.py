@@ -6,6 +6,8 @@
   backbone (``mrcnn.backbone.resnet_graph``).
 - ``fold_conv1_kernel``: a 3-channel first convolution turned into a 1-channel one, for grayscale
   input: conv(k, [g, g, g]) = conv(k[..., 0] + k[..., 1] + k[..., 2], g).
+- ``download_trained_weights`` (Matterport's name) and ``coco_weights_path``: Matterport's COCO
+  weights, fetched to a path or to Keras' cache.
 
 Keras 3 ``.weights.h5`` checkpoints load with ``model.load_weights``; they are not handled here.
 """
@@ -15,9 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.request import urlopen
 
 import h5py
 import keras
@@ -467,14 +472,67 @@ COCO_WEIGHTS_URL = (
 COCO_CLASS_SPECIFIC_LAYERS = ("mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask")
 
 
+# Seconds a stalled connection may stay silent before the download gives up.
+DOWNLOAD_TIMEOUT_S = 60
+
+
+class WeightsDownloadError(OSError):
+    """Weights could not be downloaded (offline, refused, not found); the message says what to
+    do instead."""
+
+
+def download_trained_weights(coco_model_path: str | os.PathLike, verbose: int = 1, *,
+                             url: str | None = None) -> None:
+    """Download Matterport's COCO weights (``url``, default ``COCO_WEIGHTS_URL``) to
+    ``coco_model_path`` (Matterport's name and arguments; progress is logged, not printed).
+
+    The file arrives under a temporary name and is renamed when complete, so a failed download
+    leaves nothing behind and an existing file untouched; the failure raises
+    WeightsDownloadError naming the URL and the path.
+    """
+    url = url or COCO_WEIGHTS_URL
+    path = os.path.abspath(os.fspath(coco_model_path))
+    folder = os.path.dirname(path)
+    if verbose > 0:
+        logger.info("Downloading %s to %s", url, path)
+    os.makedirs(folder, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=".download-", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as out, urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as source:
+            _copy_with_progress(source, out, show=verbose > 0 and sys.stdout.isatty())
+        os.replace(partial, path)
+    except OSError as error:  # URLError, HTTPError, timeouts and refused connections included
+        raise WeightsDownloadError(
+            f"could not download {url} to {path}: {error}. Without network, fetch the file on "
+            f"another machine and copy it to {path}") from error
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    if verbose > 0:
+        logger.info("Downloaded %s (%.1f MB)", path, os.path.getsize(path) / 1e6)
+
+
+def _copy_with_progress(source, out, show: bool, chunk: int = 1 << 20) -> None:
+    """Copy a response to a file in chunks, with Keras' progress bar on a terminal (the COCO
+    weights are 250 MB)."""
+    total = int(source.headers.get("Content-Length") or 0) or None
+    bar = keras.utils.Progbar(total, unit_name="byte") if show else None
+    done = 0
+    while block := source.read(chunk):
+        out.write(block)
+        done += len(block)
+        if bar is not None:
+            bar.update(done)
+
+
 def coco_weights_path(download: bool = True, cache_dir: str | None = None) -> str:
-    """Local path of ``mask_rcnn_coco.h5``; downloads it through Keras (once, into Keras'
-    cache) when ``download`` is true and it is not there yet."""
+    """Local path of ``mask_rcnn_coco.h5`` in Keras' cache (``~/.keras/models``); downloads it
+    there once (``download_trained_weights``) when ``download`` is true and it is missing."""
     cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".keras")
     local = os.path.join(cache_dir, "models", "mask_rcnn_coco.h5")
     if os.path.exists(local):
         return local
     if not download:
         raise FileNotFoundError(f"{local} does not exist and download=False")
-    return keras.utils.get_file("mask_rcnn_coco.h5", COCO_WEIGHTS_URL, cache_dir=cache_dir,
-                                cache_subdir="models")
+    download_trained_weights(local)
+    return local

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from samples.inbreast import inbreast
-from samples.inbreast.inbreast import build_parser, main
+from ftmtl import cli as inbreast
+from ftmtl.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("synth", "train", "evaluate", "detect", "crossval", "demo")
+COMMANDS = ("synth", "train", "evaluate", "detect", "export", "crossval", "demo")
 # paper_cpu crops: images prepared at 64 px, crops of 64.
 TINY = ["--preset", "paper_cpu", "--image-size", "64", "--set", "IMAGE_MIN_DIM=64"]
 # Training in this process leaves op determinism off: it is process-wide and would hold for

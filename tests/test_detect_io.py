@@ -11,11 +11,11 @@ import pytest
 from dicom_files import write_dicom
 from pycocotools import mask as coco_mask
 
+from ftmtl import detect_io
+from ftmtl.cli import main
 from ftmtl.inbreast.dataset import INbreastDataset
 from ftmtl.inbreast.preprocess import Transform
 from ftmtl.inbreast.synthetic import generate_synthetic_inbreast
-from samples.inbreast import detect_io
-from samples.inbreast.inbreast import main
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("mrcnn", "ftmtl", "ftmtl/inbreast")
+PACKAGES = ("mrcnn", "ftmtl", "ftmtl/inbreast", "ftmtl/datasets")
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -81,8 +81,13 @@ def load(root, **kwargs):
 
 def test_counts_labels_and_patients(root):
     dataset = load(root)
-    assert dataset.summary() == {"samples": 6, "images": 6, "masses": 4, "benign": 2,
-                                 "malignant": 2, "normal": 3, "patients": 3}
+    summary = dataset.summary()
+    assert {key: summary[key] for key in (
+        "samples", "images", "patients", "masses", "benign_masses", "malignant_masses",
+        "normal_birads1", "mass_free", "excluded_rois")} == {
+        "samples": 6, "images": 6, "patients": 3, "masses": 4, "benign_masses": 2,
+        "malignant_masses": 2, "normal_birads1": 1, "mass_free": 3,
+        "excluded_rois": {"Calcification": 2}}
     info = {i["file_name"]: i for i in dataset.image_info}
     assert info["1001"]["patient_id"] == HASH["A"] and info["3001"]["patient_id"] == HASH["C"]
     assert info["1002"]["view"] == "MLO" and info["2001"]["laterality"] == "L"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from dicom_files import write_dicom
 from pydicom.uid import (
-    JPEGLSLossless,
+    HTJ2KLossless,
 )
 
 from ftmtl.inbreast.dicom_io import DEFAULT_PIXEL_SPACING_MM, read_dicom, read_dicom_shape
@@ -28,6 +28,7 @@ def test_monochrome2_keeps_the_stored_values(tmp_path, pixels, caplog):
     np.testing.assert_array_equal(image.pixels, pixels)
     assert image.bits_stored == 14 and image.photometric == "MONOCHROME2"
     assert image.pixel_spacing == (DEFAULT_PIXEL_SPACING_MM, DEFAULT_PIXEL_SPACING_MM)
+    assert image.pixel_spacing_source is None  # the default, not the file's
     assert any("no pixel spacing" in r.getMessage() for r in caplog.records)
 
 
@@ -39,7 +40,25 @@ def test_monochrome1_is_inverted_so_dense_is_bright(tmp_path, pixels):
 @pytest.mark.parametrize("keyword", ["PixelSpacing", "ImagerPixelSpacing"])
 def test_pixel_spacing_is_read(tmp_path, pixels, keyword):
     path = write_dicom(tmp_path / "c.dcm", pixels, **{keyword: [0.1, 0.2]})
-    assert read_dicom(path).pixel_spacing == (0.1, 0.2)
+    image = read_dicom(path)
+    assert image.pixel_spacing == (0.1, 0.2) and image.pixel_spacing_source == keyword
+
+
+def test_pixel_spacing_prefers_pixel_spacing_to_imager_pixel_spacing(tmp_path, pixels):
+    path = write_dicom(tmp_path / "both.dcm", pixels, PixelSpacing=[0.05, 0.05],
+                       ImagerPixelSpacing=[0.1, 0.2])
+    image = read_dicom(path)
+    assert image.pixel_spacing == (0.05, 0.05) and image.pixel_spacing_source == "PixelSpacing"
+
+
+def test_the_header_keeps_the_uids_without_the_pixel_data(tmp_path, pixels):
+    path = write_dicom(tmp_path / "uids.dcm", pixels, StudyInstanceUID="1.2.3",
+                       SeriesInstanceUID="1.2.3.4")
+    header = read_dicom(path).header
+    assert (header.StudyInstanceUID, header.SeriesInstanceUID) == ("1.2.3", "1.2.3.4")
+    assert header.SOPInstanceUID == header.file_meta.MediaStorageSOPInstanceUID
+    assert (header.Rows, header.Columns) == (48, 64)
+    assert "PixelData" not in header
 
 
 def test_bits_above_bits_stored_are_not_pixel_data(tmp_path):
@@ -83,8 +102,10 @@ def test_missing_pixel_data_is_named(tmp_path, pixels):
 
 
 def test_compressed_syntax_without_decoder_is_named(tmp_path, pixels):
-    path = write_dicom(tmp_path / "g.dcm", pixels, syntax=JPEGLSLossless)
-    with pytest.raises(InbreastFormatError, match="g.dcm: compressed transfer syntax JPEG-LS"):
+    path = write_dicom(tmp_path / "g.dcm", pixels, syntax=HTJ2KLossless)
+    # HTJ2K: pydicom decodes it only with pylibjpeg-openjpeg, which we do not install
+    with pytest.raises(InbreastFormatError,
+                       match="g.dcm: compressed transfer syntax High-Throughput JPEG 2000"):
         read_dicom(path)
 
 

@@ -470,6 +470,8 @@ def test_round_trip_through_inbreast_dataset(dataset):
     counts, summary = manifest.counts(), reader.summary()
     assert summary["images"] == counts["images"] and summary["patients"] == counts["patients"]
     assert summary["masses"] == counts["masses"]
-    assert summary["benign"] == counts["benign_masses"]
-    assert summary["malignant"] == counts["malignant_masses"]
-    assert summary["normal"] == counts["normal"]
+    assert summary["benign_masses"] == counts["benign_masses"]
+    assert summary["malignant_masses"] == counts["malignant_masses"]
+    assert summary["normal_birads1"] == counts["normal"]
+    assert summary["mass_free"] == counts["normal"]  # every benign/malignant image has a mass
+    assert summary["excluded_rois"]["Calcification"] == counts["calcifications"]

@@ -1,24 +1,33 @@
 """INbreastDataset: the INbreast layout (INbreast.csv, AllDICOMs, AllXML) as a Mask R-CNN Dataset.
 
 Masses take the label of their image's BI-RADS (2, 3 benign; 4a-6 malignant). Images without
-masses are negatives. Every image or mass left out is named in a warning.
+masses are negatives. Every image or mass left out is named in a warning; images missing from
+a partial copy are counted in one warning and listed at DEBUG level. Only ROIs named in
+``mass_names`` are masses (by default "Mass": Spiculated Region ROIs are left out, and
+``summary()`` says how many and how to take them in).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
-from collections import OrderedDict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ftmtl.datasets.cache import DEFAULT_CACHE_BYTES, Prepared, PreparedCache
+from ftmtl.datasets.reporting import excluded_counts, image_counts, warn_missing
 from ftmtl.inbreast.dicom_io import read_dicom, read_dicom_shape
 from ftmtl.inbreast.filenames import index_dicoms, parse_dicom_name, safe_join
-from ftmtl.inbreast.masks import MASS_NAMES, polygon_to_mask, usable_mass_rois
+from ftmtl.inbreast.masks import (
+    MASS_NAMES,
+    MASS_NAMES_SPICULATED,
+    polygon_to_mask,
+    usable_mass_rois,
+)
 from ftmtl.inbreast.metadata import read_inbreast_csv
 from ftmtl.inbreast.preprocess import Transform, prepare_image
 from ftmtl.inbreast.records import CaseRecord, RoiRecord
@@ -32,14 +41,7 @@ CLASS_IDS = {"benign": 1, "malignant": 2}
 CSV_NAME = "INbreast.csv"
 DICOM_FOLDER = "AllDICOMs"
 XML_FOLDER = "AllXML"
-
-Prepared = tuple[np.ndarray, np.ndarray, Transform]
-# Memory the prepared-image cache may hold by default.
-DEFAULT_CACHE_BYTES = 512 * 2**20
-
-
-def _nbytes(prepared: Prepared) -> int:
-    return int(prepared[0].nbytes + prepared[1].nbytes)
+NO_NAME = "(no name)"  # how summary() counts ROIs without a Name
 
 
 class INbreastDataset(Dataset):
@@ -56,11 +58,8 @@ class INbreastDataset(Dataset):
                  cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         super().__init__(class_map)
         self.image_size: int | None = None
-        self._cache: OrderedDict[str, Prepared] = OrderedDict()
-        self._cache_size = None if cache_size is None else max(1, int(cache_size))
-        self._cache_bytes = int(cache_bytes)
-        self._cached_bytes = 0
-        self._lock = threading.Lock()
+        self.mass_names: tuple[str, ...] = MASS_NAMES
+        self._cache = PreparedCache(cache_bytes, cache_size)
 
     # ------------------------------------------------------------------------- loading
     def load_inbreast(
@@ -74,12 +73,15 @@ class INbreastDataset(Dataset):
     ) -> None:
         """Register the images (or masses) of an INbreast folder.
 
-        ``subset_file_names`` keeps only those CSV File Names; ``include_normals`` keeps images
-        without masses as negatives; ``per_mass`` gives one sample per mass; ``image_size``
-        resizes prepared images so their long side has that many pixels (None: full size).
+        ``subset_file_names`` keeps only those CSV File Names; ``mass_names`` are the ROI
+        Names read as masses (add ``MASS_NAMES_SPICULATED`` for the Spiculated Region ROIs);
+        ``include_normals`` keeps images without masses as negatives; ``per_mass`` gives one
+        sample per mass; ``image_size`` resizes prepared images so their long side has that
+        many pixels (None: full size).
         """
         root = Path(root)
         self.image_size = image_size
+        self.mass_names = tuple(mass_names)
         for name, class_id in CLASS_IDS.items():
             self.add_class(SOURCE, class_id, name)
         records = _select(read_inbreast_csv(safe_join(root, CSV_NAME)), subset_file_names, root)
@@ -88,13 +90,11 @@ class INbreastDataset(Dataset):
         if not xml_folder.is_dir():
             logger.warning("%s: no ROI folder; every image is read as having no mass", xml_folder)
         if subset_file_names is None:
-            for file_name in sorted(set(dicoms) - {r.file_name for r in records}):
-                logger.warning("%s: DICOM not listed in %s; skipped", dicoms[file_name], CSV_NAME)
+            _warn_unlisted(dicoms, records)
+        _warn_without_dicom(records, dicoms)
         skipped_negatives = 0
         for record in records:
             if record.file_name not in dicoms:
-                logger.warning("%s row %d: no DICOM for File Name %s in %s; skipped",
-                               CSV_NAME, record.row, record.file_name, DICOM_FOLDER)
                 continue
             info = _image_info(record, dicoms[record.file_name], xml_folder, mass_names)
             if not info["masses"] and not include_normals:
@@ -136,45 +136,30 @@ class INbreastDataset(Dataset):
 
     def _prepared(self, image_id: int) -> Prepared:
         info = self.image_info[image_id]
-        key = info["file_name"]
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        dicom = read_dicom(info["path"])
-        masks = _rasterise(info["masses"], dicom.shape, str(info["xml"]))
-        prepared = prepare_image(dicom.pixels, masks, dicom.bits_stored, self.image_size)
-        with self._lock:
-            if key not in self._cache:
-                self._cache[key] = prepared
-                self._cached_bytes += _nbytes(prepared)
-            self._evict()
-        return prepared
-
-    def _evict(self) -> None:
-        """Drop the least recently used images beyond the cache's limits (one always stays)."""
-        while len(self._cache) > 1 and (
-                self._cached_bytes > self._cache_bytes
-                or (self._cache_size is not None and len(self._cache) > self._cache_size)):
-            _, dropped = self._cache.popitem(last=False)
-            self._cached_bytes -= _nbytes(dropped)
+        return self._cache.get(info["file_name"], lambda: _prepare(info, self.image_size))
 
     # -------------------------------------------------------------------------- counts
-    def summary(self) -> dict[str, int]:
-        """Counts over distinct images: samples, images, masses by label, normals, patients."""
+    def summary(self) -> dict[str, Any]:
+        """What was loaded, over distinct images.
+
+        ``samples``, ``images``, ``patients``; ``masses``, ``benign_masses``,
+        ``malignant_masses``; ``normal_birads1``: images of BI-RADS 1 (normal by assessment);
+        ``mass_free``: images without a mass ROI, whatever their BI-RADS (the negatives the
+        model sees: BI-RADS 1, and e.g. calcification-only images); ``excluded_rois``: ROIs
+        left out (not named in ``mass_names``) by Name, and ``include_excluded``: how to count
+        them as masses.
+        """
         images = {info["file_name"]: info for info in self.image_info}.values()
-        masses = {"benign": 0, "malignant": 0}
-        for info in images:
-            if info["mass_label"]:
-                masses[info["mass_label"]] += len(info["masses"])
         return {
-            "samples": len(self.image_info),
-            "images": len(images),
-            "masses": masses["benign"] + masses["malignant"],
-            "benign": masses["benign"],
-            "malignant": masses["malignant"],
-            "normal": sum(1 for info in images if not info["masses"]),
-            "patients": len({info["patient_id"] for info in images}),
+            **image_counts(self.image_info),
+            "normal_birads1": sum(1 for info in images if info["birads"] == "1"),
+            "excluded_rois": excluded_counts(self.image_info, "excluded_rois"),
+            "include_excluded": (
+                f"only ROIs named {', '.join(self.mass_names)} are masses; to count others, "
+                "name them in load_inbreast's mass_names (e.g. MASS_NAMES + "
+                "MASS_NAMES_SPICULATED from ftmtl.inbreast for the Spiculated Region ROIs) or "
+                f"in the command line's --mass-rois (e.g. --mass-rois "
+                f"\"{','.join(MASS_NAMES + MASS_NAMES_SPICULATED)}\")"),
         }
 
 
@@ -189,6 +174,28 @@ def _select(records: list[CaseRecord], subset: Iterable[str] | None, root: Path
     return [r for r in records if r.file_name in wanted]
 
 
+def _warn_unlisted(dicoms: dict[str, Path], records: list[CaseRecord]) -> None:
+    unlisted = sorted(set(dicoms) - {r.file_name for r in records})
+    warn_missing(logger, [dicoms[name].name for name in unlisted],
+                 [f"{dicoms[name]}: DICOM not listed in {CSV_NAME}; skipped" for name in unlisted],
+                 f"DICOMs in {DICOM_FOLDER} are not listed in {CSV_NAME}", len(dicoms))
+
+
+def _warn_without_dicom(records: list[CaseRecord], dicoms: dict[str, Path]) -> None:
+    missing = [r for r in records if r.file_name not in dicoms]
+    warn_missing(logger, [r.file_name for r in missing],
+                 [f"{CSV_NAME} row {r.row}: no DICOM for File Name {r.file_name} in "
+                  f"{DICOM_FOLDER}; skipped" for r in missing],
+                 f"rows of {CSV_NAME} have no DICOM in {DICOM_FOLDER} (a partial copy?)",
+                 len(records))
+
+
+def _prepare(info: dict[str, Any], image_size: int | None) -> Prepared:
+    dicom = read_dicom(info["path"])
+    masks = _rasterise(info["masses"], dicom.shape, str(info["xml"]))
+    return prepare_image(dicom.pixels, masks, dicom.bits_stored, image_size)
+
+
 def _image_info(record: CaseRecord, dicom_path: Path, xml_folder: Path,
                 mass_names: Sequence[str]) -> dict[str, Any]:
     name = parse_dicom_name(dicom_path.name)
@@ -200,9 +207,11 @@ def _image_info(record: CaseRecord, dicom_path: Path, xml_folder: Path,
                        record.laterality, record.view)
     xml_path = safe_join(xml_folder, f"{record.file_name}.xml")
     masses: list[RoiRecord] = []
+    excluded: Counter[str] = Counter()
     if xml_path.is_file():
-        masses = usable_mass_rois(read_rois(xml_path), read_dicom_shape(dicom_path),
-                                  str(xml_path), mass_names)
+        rois = read_rois(xml_path)
+        excluded.update(roi.name or NO_NAME for roi in rois if roi.name not in mass_names)
+        masses = usable_mass_rois(rois, read_dicom_shape(dicom_path), str(xml_path), mass_names)
     else:
         xml_path = None
         if record.label != "normal":
@@ -220,6 +229,7 @@ def _image_info(record: CaseRecord, dicom_path: Path, xml_folder: Path,
         "mass_label": _mass_label(record, masses, dicom_path),
         "xml": xml_path,
         "masses": masses,
+        "excluded_rois": dict(excluded),
     }
 
 

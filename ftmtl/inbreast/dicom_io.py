@@ -62,12 +62,16 @@ def read_dicom(path: str | os.PathLike) -> DicomImage:
     pixels = stored.astype(np.int64)
     if photometric == "MONOCHROME1":
         pixels = (2**bits_stored - 1) - pixels
+    spacing, spacing_source = _pixel_spacing(path, ds)
+    del ds.PixelData  # the header stays with the image; its pixels are in ``pixels``
     return DicomImage(
         pixels=pixels.astype(np.uint16),
         bits_stored=bits_stored,
-        pixel_spacing=_pixel_spacing(path, ds),
+        pixel_spacing=spacing,
         photometric=photometric,
         path=path,
+        pixel_spacing_source=spacing_source,
+        header=ds,
     )
 
 
@@ -242,8 +246,9 @@ def _brief(error: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else f"{text[:limit]}..."
 
 
-def _pixel_spacing(path: Path, ds: PydicomDataset) -> tuple[float, float]:
-    """PixelSpacing, else ImagerPixelSpacing, else the INbreast default; bad values warn."""
+def _pixel_spacing(path: Path, ds: PydicomDataset) -> tuple[tuple[float, float], str | None]:
+    """(PixelSpacing, else ImagerPixelSpacing, else the INbreast default; the keyword used, None
+    for the default); bad values warn."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         try:
             value = _value(path, ds, keyword)
@@ -256,9 +261,9 @@ def _pixel_spacing(path: Path, ds: PydicomDataset) -> tuple[float, float]:
         if spacing is None:
             logger.warning("%s: %s is %r, not two positive numbers; ignored", path, keyword, value)
             continue
-        return spacing
+        return spacing, keyword
     logger.debug("%s: no pixel spacing; using %.2f mm", path, DEFAULT_PIXEL_SPACING_MM)
-    return (DEFAULT_PIXEL_SPACING_MM, DEFAULT_PIXEL_SPACING_MM)
+    return (DEFAULT_PIXEL_SPACING_MM, DEFAULT_PIXEL_SPACING_MM), None
 
 
 def _two_positive_numbers(value: Any) -> tuple[float, float] | None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataset import Dataset as PydicomDataset
 
 BIRADS_VALUES = ("1", "2", "3", "4a", "4b", "4c", "5", "6")
 _BIRADS_LABELS = {
@@ -95,13 +96,21 @@ class DicomName:
 
 @dataclass
 class DicomImage:
-    """Pixels of one DICOM: stored values as uint16 [H, W], high = dense (MONOCHROME1 inverted)."""
+    """Pixels of one DICOM: stored values as uint16 [H, W], high = dense (MONOCHROME1 inverted).
+
+    ``pixel_spacing`` is (row, column) mm; ``pixel_spacing_source`` names the element it came
+    from ("PixelSpacing" or "ImagerPixelSpacing"), None when the file has neither and the
+    spacing is the INbreast default. ``header`` is the file's data set without its pixel data
+    (the UIDs and patient/study elements that results referring to the image need).
+    """
 
     pixels: np.ndarray
     bits_stored: int
     pixel_spacing: tuple[float, float]
     photometric: str
     path: Path
+    pixel_spacing_source: str | None = None
+    header: PydicomDataset | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, int]:

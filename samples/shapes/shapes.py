@@ -267,7 +267,7 @@ class ShapesDataset(Dataset):
 def box_map50(detector, dataset: ShapesDataset, image_ids=None) -> float:
     """Class-aware box mAP at IoU 0.5 (COCO-style, 101 recall points) of an inference-mode
     model on ``dataset``: the README's and the learning tests' measure of the toy task."""
-    from ftmtl.metrics import coco_style_ap
+    from mrcnn.average_precision import coco_style_ap
     from mrcnn.box_ops import extract_bboxes
 
     ids = dataset.image_ids if image_ids is None else image_ids

@@ -4,12 +4,15 @@ DICOM's own pixels, and the files ``inbreast detect`` writes (a PNG overlay and 
 The model sees the breast crop of the mammogram resized so its long side is ``image_size``
 (exactly what ``INbreastDataset.load_image`` gives in training); ``detections_to_original``
 undoes that crop and scale with the ``Transform`` recorded on the way in, so every box and mask
-in the JSON is in the coordinates of the DICOM's pixel array (rows, columns).
+in the JSON is in the coordinates of the DICOM's pixel array (rows, columns). The JSON also
+names the source's Study/Series/SOP Instance UIDs and the pixel spacing it states, and gives
+each mass's area in pixels and mm^2 (``ftmtl.dicom_results`` writes the same detections as a
+DICOM SEG and SR).
 
 Masks are written as COCO-style uncompressed run-length encodings (``{"size": [h, w],
 "counts": [...]}``, column-major runs starting with a run of zeros), readable by
-``pycocotools.mask.frPyObjects`` and by ``rle_decode`` here; no pycocotools is needed to write
-them.
+``pycocotools.mask.frPyObjects`` and by ``rle_decode`` (``ftmtl.coco``, which also writes an
+evaluation's COCO files); no pycocotools is needed to write them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ftmtl.coco import rle_decode, rle_encode  # noqa: F401  (rle_decode: read back the JSON)
 from ftmtl.inbreast.dataset import CLASS_IDS
 from ftmtl.inbreast.dicom_io import read_dicom
 from ftmtl.inbreast.preprocess import Transform, prepare_image
@@ -34,6 +38,10 @@ BACKGROUND = "BG"
 # Class names by class id, as INbreastDataset registers them (0 is the background).
 CLASS_NAMES: tuple[str, ...] = (BACKGROUND, *sorted(CLASS_IDS, key=CLASS_IDS.get))
 BOX_FORMAT = ("(y1, x1, y2, x2) in the DICOM's pixel rows and columns; y2 and x2 exclusive")
+# The JSON's keys for the source's UIDs, and their DICOM keywords.
+SOURCE_UIDS = {"study_instance_uid": "StudyInstanceUID",
+               "series_instance_uid": "SeriesInstanceUID",
+               "sop_instance_uid": "SOPInstanceUID"}
 # Overlays of full-size mammograms are drawn on an image subsampled to about this long side.
 OVERLAY_MAX_SIDE = 1024
 
@@ -77,48 +85,17 @@ def detections_to_original(result: Mapping[str, Any], transform: Transform) -> d
     return out
 
 
-# ------------------------------------------------------------------------------------- RLE
-def rle_encode(mask: np.ndarray) -> dict[str, Any]:
-    """COCO-style uncompressed RLE of a 2-D mask: runs over the column-major (Fortran order)
-    pixels, alternating background and foreground, the first run background (possibly 0)."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"rle_encode: the mask must be 2-D [h, w], got shape {mask.shape}")
-    flat = mask.astype(bool).ravel(order="F")
-    if flat.size == 0:
-        return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": []}
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], changes, [flat.size]))
-    runs = np.diff(bounds).tolist()
-    if flat[0]:
-        runs.insert(0, 0)
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(r) for r in runs]}
-
-
-def rle_decode(rle: Mapping[str, Any]) -> np.ndarray:
-    """The bool [h, w] mask of an uncompressed COCO RLE (``rle_encode``'s output)."""
-    try:
-        height, width = (int(v) for v in rle["size"])
-        counts = np.asarray(rle["counts"], dtype=np.int64).reshape(-1)
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"rle_decode: need 'size' [h, w] and a list of integer 'counts' "
-                         f"({err})") from err
-    if height < 0 or width < 0 or (counts < 0).any():
-        raise ValueError(f"rle_decode: 'size' and 'counts' must be non-negative, got size "
-                         f"{[height, width]}")
-    if int(counts.sum()) != height * width:
-        raise ValueError(f"rle_decode: 'counts' add up to {int(counts.sum())} pixels, 'size' "
-                         f"{[height, width]} has {height * width}")
-    values = np.arange(counts.size) % 2 == 1  # runs alternate background, foreground
-    flat = np.repeat(values, counts)
-    return flat.reshape((height, width), order="F")
-
-
 # ----------------------------------------------------------------------------------- JSON
 def detection_record(source: str | os.PathLike, image_shape: Sequence[int],
                      result: Mapping[str, Any], class_names: Sequence[str] = CLASS_NAMES,
-                     extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON-ready record of one image's detections (``result`` in original pixels)."""
+                     extra: Mapping[str, Any] | None = None,
+                     dicom: DicomImage | None = None) -> dict[str, Any]:
+    """The JSON-ready record of one image's detections (``result`` in original pixels).
+
+    With the source's ``dicom``, the record names its Study/Series/SOP Instance UIDs and pixel
+    spacing, and each mass's area in mm^2 besides pixels (null where unknown).
+    """
+    spacing = known_pixel_spacing(dicom)
     rois = np.asarray(result["rois"]).reshape(-1, 4)
     class_ids = np.asarray(result["class_ids"]).reshape(-1)
     scores = np.asarray(result["scores"], dtype=np.float64).reshape(-1)
@@ -135,10 +112,13 @@ def detection_record(source: str | os.PathLike, image_shape: Sequence[int],
         if probs is not None:
             entry["class_probabilities"] = {
                 _class_name(k, class_names): float(p) for k, p in enumerate(probs[i])}
+        entry["area_px"] = int(masks[..., i].sum())
+        entry["area_mm2"] = None if spacing is None else entry["area_px"] * spacing[0] * spacing[1]
         entry["mask"] = rle_encode(masks[..., i])
         detections.append(entry)
     record: dict[str, Any] = {
         "source": str(source),
+        **source_identity(dicom),
         "image_shape": [int(v) for v in image_shape[:2]],
         "box_format": BOX_FORMAT,
         "mask_format": "COCO uncompressed RLE (column-major runs, first run background)",
@@ -152,10 +132,11 @@ def detection_record(source: str | os.PathLike, image_shape: Sequence[int],
 def write_detection_json(path: str | os.PathLike, source: str | os.PathLike,
                          image_shape: Sequence[int], result: Mapping[str, Any],
                          class_names: Sequence[str] = CLASS_NAMES,
-                         extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                         extra: Mapping[str, Any] | None = None,
+                         dicom: DicomImage | None = None) -> dict[str, Any]:
     """Write ``detection_record(...)`` as JSON to ``path`` (one line a detection, so long
     RLE lists stay readable); returns the record."""
-    record = detection_record(source, image_shape, result, class_names, extra)
+    record = detection_record(source, image_shape, result, class_names, extra, dicom)
     fields = []
     for key, value in record.items():
         if key == "detections" and value:
@@ -167,6 +148,31 @@ def write_detection_json(path: str | os.PathLike, source: str | os.PathLike,
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("{\n" + ",\n".join(fields) + "\n}\n", encoding="utf-8")
     return record
+
+
+def source_identity(dicom: DicomImage | None) -> dict[str, Any]:
+    """The source's Study, Series and SOP Instance UIDs and its pixel spacing ((row, column)
+    mm, and the element it came from), each null where the file (or ``dicom``) has none."""
+    header = None if dicom is None else dicom.header
+    identity: dict[str, Any] = {
+        key: _optional_text(None if header is None else header.get(keyword))
+        for key, keyword in SOURCE_UIDS.items()}
+    spacing = known_pixel_spacing(dicom)
+    identity["pixel_spacing_mm"] = None if spacing is None else list(spacing)
+    identity["pixel_spacing_source"] = None if spacing is None else dicom.pixel_spacing_source
+    return identity
+
+
+def known_pixel_spacing(dicom: DicomImage | None) -> tuple[float, float] | None:
+    """(row, column) mm as the file states it (PixelSpacing or ImagerPixelSpacing); None when
+    it states neither (``read_dicom``'s INbreast default is a guess, not a measurement)."""
+    if dicom is None or dicom.pixel_spacing_source is None:
+        return None
+    return float(dicom.pixel_spacing[0]), float(dicom.pixel_spacing[1])
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None or str(value) == "" else str(value)
 
 
 def _class_name(class_id: int, class_names: Sequence[str]) -> str:
