@@ -68,6 +68,7 @@ from ftmtl.cli import (  # noqa: E402  (no TensorFlow at import)
     override_arg,
     positive_int,
 )
+from ftmtl.datasets.reporting import summary_line  # noqa: E402
 
 # ------------------------------------------------------------------ defaults (to be tuned)
 DEFAULT_PRESET = "fpn_cpu"
@@ -664,7 +665,7 @@ def train_and_evaluate(model_name: str, seed: int, args: argparse.Namespace,
                                    f"seed {seed} {model_name}")
     recorder.owner = model
     sampler = balanced_sampler(train_ds, seed, config.MASS_FREE_SHARE, config.SAMPLER_WEIGHTS)
-    common.log(f"seed {seed} {model_name}: training on {train_ds.summary()}, "
+    common.log(f"seed {seed} {model_name}: training on {summary_line(train_ds.summary())}, "
                f"{sum(int(s.epochs) for s in stages)} epochs x {config.STEPS_PER_EPOCH} steps, "
                f"stages {[s.name for s in stages]}")
     start = time.monotonic()

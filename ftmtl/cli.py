@@ -128,6 +128,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
 def probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -299,10 +306,21 @@ def add_budget_options(p: argparse.ArgumentParser) -> None:
                         "0.005 as in the paper, 0.001 (Adam) for the *_cpu presets)")
 
 
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    """--gpus of the commands that train (``mrcnn.devices``)."""
+    p.add_argument("--gpus", type=non_negative_int, metavar="N",
+                   help="train on 0 GPUs (the CPU only), 1 (the first GPU only) or N > 1 (the "
+                        "first N with tf.distribute.MirroredStrategy, one replica each: "
+                        "GPU_COUNT becomes N and the global batch IMAGES_PER_GPU x N) "
+                        "(default: TensorFlow's own placement)")
+
+
 def _add_training_options(p: argparse.ArgumentParser) -> None:
-    """What train and crossval share: the budget, reproducibility, augmentation, sampling."""
+    """What train and crossval share: the budget, reproducibility, devices, augmentation,
+    sampling."""
     add_budget_options(p)
     add_reproducibility_option(p)
+    _add_device_options(p)
     p.add_argument("--no-augment", action="store_true",
                    help="train without the paper's online augmentation")
     p.add_argument("--no-balance", action="store_true",
@@ -489,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="data and fold seed "
                                                        "(default: %(default)s)")
     add_reproducibility_option(p)
+    _add_device_options(p)
     p.set_defaults(handler=cmd_demo)
     return parser
 
@@ -500,7 +519,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     manifest = generate_synthetic_inbreast(
         args.out, n_patients=args.patients, seed=args.seed, image_shape=args.size,
         difficulty=args.difficulty, normal_fraction=args.normal_fraction,
-        faults=not args.no_faults, overwrite=args.overwrite)
+        faults=not args.no_faults, overwrite=args.overwrite, progress=not args.quiet)
     print(f"synthetic INbreast written to {args.out}")
     for name, count in manifest.counts().items():
         print(f"  {name:18} {count}")
@@ -517,11 +536,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     _check_folds(args)
     check_weights(args.weights)
-    config = make_run_config(args, "training", steps=args.steps)
+    strategy, gpu_count = training_devices(args)
+    config = make_run_config(args, "training", steps=args.steps, **gpu_count)
     train_set, val_set = training_datasets(dataset_spec(args), prepared_image_size(config),
-                                           args.folds, args.fold, args.seed)
+                                           args.folds, args.fold, args.seed,
+                                           progress=not args.quiet)
     enable_determinism(args.seed, ops=not args.nondeterministic)
-    model = build_model("training", config, model_dir(args))
+    model = build_model("training", config, model_dir(args), strategy=strategy)
     weights = resolve_weights(args.weights, config)
     load_starting_weights(model, weights)
     pretrained = uses_pretrained_recipe(weights, config)
@@ -545,7 +566,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_folds(args)
     check_weights(args.weights, words=(LAST,))
     config = make_run_config(args, "inference")
-    dataset = load_dataset(dataset_spec(args), prepared_image_size(config))
+    dataset = load_dataset(dataset_spec(args), prepared_image_size(config),
+                           progress=not args.quiet)
     image_ids = evaluation_ids(dataset, args.folds, args.fold, args.seed)
     model, _ = inference_model(args, config)
     predictions = predict_dataset(model, dataset, image_ids, progress=not args.quiet)
@@ -653,7 +675,8 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     from ftmtl.schedule import recipe_epochs
 
     check_weights(args.weights, words=(NONE, IMAGENET, COCO))
-    overrides = dict(args.overrides)
+    strategy, gpu_count = training_devices(args)
+    overrides = {**dict(args.overrides), **gpu_count}
     config, overrides = sized_config(args.preset, args.models[0], args.image_size, overrides)
     weights = resolve_weights(args.weights, config)
     result = run_crossval(
@@ -666,7 +689,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
         augmentation=not args.no_augment,
         balanced_sampling=not args.no_balance, config_overrides=overrides or None,
         progress=not args.quiet, only_folds=args.only_folds,
-        deterministic=not args.nondeterministic)
+        deterministic=not args.nondeterministic, strategy=strategy)
     report_results(result.out_dir)
     return EXIT_OK
 
@@ -676,24 +699,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ftmtl.inbreast.synthetic import MANIFEST_NAME, generate_synthetic_inbreast
     from ftmtl.presets import sized_config
 
+    strategy, gpu_count = training_devices(args)
     out = Path(args.out)
     data = out / "data"
     data_settings = DEMO_QUICK_DATA if args.quick else DEMO_DATA
     if (data / MANIFEST_NAME).is_file():
         logger.info("reusing the synthetic INbreast in %s", data)
     else:
-        manifest = generate_synthetic_inbreast(data, seed=args.seed, **data_settings)
+        manifest = generate_synthetic_inbreast(data, seed=args.seed, progress=not args.quiet,
+                                               **data_settings)
         logger.info("synthetic INbreast in %s: %s", data, manifest.counts())
     run = dict(DEMO_QUICK_RUN if args.quick else DEMO_RUN)
     if args.all_folds:
         run.pop("only_folds", None)
     size = run.pop("image_size")
-    _, overrides = sized_config(run["preset"], MODEL_NAMES[0], size, run.pop("config_overrides"))
+    _, overrides = sized_config(run["preset"], MODEL_NAMES[0], size,
+                                {**run.pop("config_overrides"), **gpu_count})
     logger.info("cross-validating %s: %s, %s", " and ".join(MODEL_NAMES), run, overrides)
     result = run_crossval(data, out, models=MODEL_NAMES, seed=args.seed, weights=None,
                           image_size=size, config_overrides=overrides,
                           progress=not args.quiet, deterministic=not args.nondeterministic,
-                          **run)
+                          strategy=strategy, **run)
     report_results(result.out_dir)
     return EXIT_OK
 
@@ -706,6 +732,16 @@ def _check_folds(args: argparse.Namespace) -> None:
         raise ValueError(f"--fold must be in 0..{args.folds - 1}, got {args.fold}")
     if args.folds == 1:
         raise ValueError("--folds must be at least 2")
+
+
+def training_devices(args: argparse.Namespace) -> tuple[Any, dict[str, int]]:
+    """--gpus: (the tf.distribute strategy the models train under, or None for TensorFlow's
+    default; the GPU_COUNT override it implies, checked against --set). Runs before anything
+    else of TensorFlow, which fixes its visible devices at its first op."""
+    from mrcnn.devices import gpu_count_overrides, strategy_for_gpus
+
+    gpu_count = gpu_count_overrides(args.gpus, dict(getattr(args, "overrides", ())))
+    return strategy_for_gpus(args.gpus), gpu_count
 
 
 def make_run_config(args: argparse.Namespace, mode: str, steps: int | None = None,
@@ -745,11 +781,13 @@ def model_dir(args: argparse.Namespace) -> Path:
     return logs
 
 
-def load_dataset(dataset, image_size: int, subset: Sequence[str] | None = None):
-    """The prepared dataset of a DatasetSpec (``dataset_spec``) or an INbreast folder."""
+def load_dataset(dataset, image_size: int, subset: Sequence[str] | None = None,
+                 progress: bool = False):
+    """The prepared dataset of a DatasetSpec (``dataset_spec``) or an INbreast folder;
+    ``progress`` shows the reading on stderr."""
     from ftmtl.datasets.loader import load_dataset as load
 
-    return load(dataset, image_size, subset)
+    return load(dataset, image_size, subset, progress=progress)
 
 
 def fold_split(dataset, folds: int, fold: int, seed: int):
@@ -759,20 +797,24 @@ def fold_split(dataset, folds: int, fold: int, seed: int):
     return patient_folds(dataset, folds, seed)[fold]
 
 
-def training_datasets(root, image_size: int, folds: int | None, fold: int | None, seed: int):
+def training_datasets(root, image_size: int, folds: int | None, fold: int | None, seed: int,
+                      progress: bool = False):
     """(train, validation or None) of a DatasetSpec or an INbreast folder: all images, or all
-    but the held-out fold (which then gives the validation loss; nothing is selected on it)."""
-    full = load_dataset(root, image_size)
+    but the held-out fold (which then gives the validation loss; nothing is selected on it);
+    ``progress`` shows each reading on stderr."""
+    from ftmtl.datasets.reporting import summary_line
+
+    full = load_dataset(root, image_size, progress=progress)
     if folds is None:
-        logger.info("training on %s", full.summary())
+        logger.info("training on %s", summary_line(full.summary()))
         return full, None
     train_ids, held_out = fold_split(full, folds, fold, seed)
     names = [full.image_info[i]["file_name"] for i in train_ids]
     held_names = [full.image_info[i]["file_name"] for i in held_out]
-    train = load_dataset(root, image_size, names)
-    val = load_dataset(root, image_size, held_names)
-    logger.info("fold %d of %d: training on %s, validating on %s", fold, folds,
-                train.summary(), val.summary())
+    train = load_dataset(root, image_size, names, progress=progress)
+    val = load_dataset(root, image_size, held_names, progress=progress)
+    logger.info("fold %d of %d: training on %s; validating on %s", fold, folds,
+                summary_line(train.summary()), summary_line(val.summary()))
     return train, val
 
 

@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -69,6 +69,9 @@ from mrcnn.augmentation import default_augmentation
 from mrcnn.checkpoint import atomic_write
 from mrcnn.model import enable_determinism, progress_verbosity
 from mrcnn.visualize import save_figure
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
@@ -221,11 +224,13 @@ def _save_history(run_dir: Path, stages, start_epoch: int, histories) -> None:
 
 def _train(config, train_ds: INbreastDataset, run_dir: Path, *, fold: int, seed: int,
            schedule_epochs: int, learning_rate: float, weights, weights_exclude,
-           augmentation, balanced_sampling: bool, progress: bool, deterministic: bool) -> str:
-    """Train one model on one fold; returns the last checkpoint's path."""
+           augmentation, balanced_sampling: bool, progress: bool, deterministic: bool,
+           strategy: tf.distribute.Strategy | None = None) -> str:
+    """Train one model on one fold (under ``strategy``, default TensorFlow's); returns the
+    last checkpoint's path."""
     model_dir = run_dir / "logs"
     enable_determinism(seed + fold, ops=deterministic)
-    model = build_model("training", config, model_dir)
+    model = build_model("training", config, model_dir, strategy=strategy)
     if not _resume(model, model_dir):
         load_starting_weights(model, weights, weights_exclude, continue_run=False)
     sampler = (balanced_sampler(train_ds, seed + fold, config.MASS_FREE_SHARE,
@@ -243,6 +248,15 @@ def _train(config, train_ds: INbreastDataset, run_dir: Path, *, fold: int, seed:
         raise FileNotFoundError(f"{run_dir}: training ended at epoch {model.epoch} but "
                                 f"{checkpoint} is missing")
     return checkpoint
+
+
+def _check_replicas(config, strategy: tf.distribute.Strategy | None) -> None:
+    """The config's GPU_COUNT must be the strategy's replica count: the global batch
+    (IMAGES_PER_GPU x GPU_COUNT) is split over the replicas."""
+    if strategy is not None and strategy.num_replicas_in_sync != config.GPU_COUNT:
+        raise ValueError(f"run_crossval: the strategy has {strategy.num_replicas_in_sync} "
+                         f"replica(s) but GPU_COUNT is {config.GPU_COUNT}; set GPU_COUNT to "
+                         "the replica count in config_overrides")
 
 
 def _free_models() -> None:
@@ -308,6 +322,7 @@ def run_crossval(
     weights_exclude: Sequence[str] | None = None,
     only_folds: Sequence[int] | None = None,
     deterministic: bool = True,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> CrossvalResult:
     """Cross-validate ``models`` on ``dataset_dir`` (an INbreast folder, or a
     ``ftmtl.datasets.loader.DatasetSpec`` of any format); see the module doc.
@@ -327,7 +342,10 @@ def run_crossval(
     starts from ``enable_determinism(seed + k)``: the models of a fold start from the same
     weights wherever their layers agree, and the same call gives the same figures on the same
     machine; ``deterministic=False`` still seeds but leaves TensorFlow's ops free (op
-    determinism, once on, holds for the rest of the process).
+    determinism, once on, holds for the rest of the process). ``strategy``: the
+    ``tf.distribute`` strategy the models are trained under (``mrcnn.devices.strategy_for_gpus``;
+    default TensorFlow's); with N replicas the configs need GPU_COUNT = N in
+    ``config_overrides``. Evaluation runs on the default strategy.
     """
     models = list(models)
     unknown = [m for m in models if m not in MODELS]
@@ -352,12 +370,13 @@ def run_crossval(
                                               int(image_size)))
     configs = {m: make_config(preset, m, **overrides) for m in models}
     first = configs[models[0]]
+    _check_replicas(first, strategy)
     learning_rate = float(learning_rate if learning_rate is not None else first.LEARNING_RATE)
     image_size = prepared_image_size(first)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(dataset_dir, image_size)
+    dataset = load_dataset(dataset_dir, image_size, progress=progress)
     fold_list = folds_for(dataset, out, int(folds), int(seed), as_spec(dataset_dir).root)
 
     for fold in fold_list:
@@ -379,7 +398,7 @@ def run_crossval(
                                 learning_rate=learning_rate, weights=weights,
                                 weights_exclude=weights_exclude, augmentation=augmentation,
                                 balanced_sampling=balanced_sampling, progress=progress,
-                                deterministic=deterministic)
+                                deterministic=deterministic, strategy=strategy)
             _free_models()
             result = _evaluate(configs[model], checkpoint, test_ds, run_dir, progress)
             _free_models()

@@ -53,6 +53,7 @@ from ftmtl.metrics import (
 from ftmtl.model import ftmtl_setting
 from ftmtl.veto import BENIGN_CLASS_ID, MALIGNANT_CLASS_ID, case_malignancy_score
 from mrcnn.box_ops import compute_overlaps, valid_boxes
+from mrcnn.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -245,30 +246,23 @@ def predict_dataset(model, dataset, image_ids: Iterable[int] | None = None,
     step = int(batch_size or getattr(model.config, "BATCH_SIZE", 1))
     if step < 1:
         raise ValueError(f"predict_dataset: batch_size must be >= 1, got {batch_size}")
-    bar = _progress_bar(len(ids)) if progress else None
     start = time.monotonic()
     cases: list[CasePrediction] = []
-    for first in range(0, len(ids), step):
-        chunk = ids[first:first + step]
-        # Everything an image needs is read together: the dataset caches few prepared images.
-        loaded = [(dataset.load_image(i), dataset.load_transform(i), _original_gt(dataset, i))
-                  for i in chunk]
-        results = model.detect([image for image, _, _ in loaded])
-        for image_id, (image, transform, gt), result in zip(chunk, loaded, results, strict=True):
-            cases.append(_case_prediction(dataset, image_id, image.shape[:2], transform, gt,
-                                          result, model.config))
-        if bar is not None:
-            bar.add(len(chunk))
+    with Progress(len(ids), "detecting", show=progress) as bar:
+        for first in range(0, len(ids), step):
+            chunk = ids[first:first + step]
+            # Everything an image needs is read together: the dataset caches few prepared
+            # images.
+            loaded = [(dataset.load_image(i), dataset.load_transform(i),
+                       _original_gt(dataset, i)) for i in chunk]
+            results = model.detect([image for image, _, _ in loaded])
+            for image_id, (image, transform, gt), result in zip(chunk, loaded, results,
+                                                                strict=True):
+                cases.append(_case_prediction(dataset, image_id, image.shape[:2], transform, gt,
+                                              result, model.config))
+            bar.update(len(chunk))
     logger.info("predicted %d images in %.1f s", len(ids), time.monotonic() - start)
     return cases
-
-
-def _progress_bar(total: int):
-    import keras
-
-    from mrcnn.model import progress_verbosity
-
-    return keras.utils.Progbar(total, unit_name="image", verbose=progress_verbosity())
 
 
 def _original_gt(dataset, image_id: int) -> tuple[MaskStack, np.ndarray]:

@@ -27,6 +27,7 @@ import os
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from ftmtl.model import FTMTLConfig, FTMTLNet, image_size_overrides, prepared_image_size
 from mrcnn.config import ConfigError
@@ -206,9 +207,11 @@ def sized_config(preset: str, model: str, image_size: int | None,
     return make_config(preset, model, **overrides), overrides
 
 
-def build_model(mode: str, config: FTMTLConfig, model_dir: str | os.PathLike) -> FTMTLNet:
-    """FT-MTL-Net, or its twin when ``config.TRANSFER_BRANCH`` is False."""
-    return FTMTLNet(mode, config, model_dir)
+def build_model(mode: str, config: FTMTLConfig, model_dir: str | os.PathLike,
+                strategy: tf.distribute.Strategy | None = None) -> FTMTLNet:
+    """FT-MTL-Net, or its twin when ``config.TRANSFER_BRANCH`` is False, built under
+    ``strategy`` (default TensorFlow's; ``mrcnn.devices.strategy_for_gpus`` gives one)."""
+    return FTMTLNet(mode, config, model_dir, strategy=strategy)
 
 
 def _camel(name: str) -> str:

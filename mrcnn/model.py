@@ -57,6 +57,7 @@ from mrcnn.data import (  # noqa: F401  (mold_image: Matterport's mrcnn.model na
     unmold_mask,
 )
 from mrcnn.detection import DetectionLayer
+from mrcnn.epoch_line import EpochLine
 from mrcnn.heads import HeadOutputs, box_head, classifier, head_initializer, mask_head
 from mrcnn.image_meta import (  # noqa: F401  (compose/parse: Matterport's mrcnn.model names)
     compose_image_meta,
@@ -94,9 +95,9 @@ def enable_determinism(seed: int, ops: bool = True) -> None:
 
 
 def progress_verbosity(show: bool = True) -> int:
-    """Keras' ``verbose`` for progress output: a bar on a terminal, one line an epoch when
-    stdout is a file or a pipe (a bar's redraws would fill a log with ANSI codes), 0 when not
-    shown."""
+    """Keras' ``verbose`` for progress output: a bar on a terminal; 2 when stdout is a file or
+    a pipe (a bar's redraws would fill a log with ANSI codes), which ``MaskRCNN.train`` shows as
+    one line an epoch with the ETA (``mrcnn.epoch_line``); 0 when not shown."""
     if not show:
         return 0
     return 1 if sys.stdout.isatty() else 2
@@ -558,7 +559,9 @@ class MaskRCNN:
         ``lr_decay`` override them); a LearningRateSchedule is used as it is. ``seed`` fixes
         the data order and augmentation draws (epoch e's batches depend on (seed, e) only, so a
         resumed run sees what an uninterrupted one would); for bitwise-reproducible weights call
-        ``enable_determinism`` before building the model.
+        ``enable_determinism`` before building the model. ``verbose`` as Keras' ``fit``: 1 a
+        progress bar, 2 one line an epoch (ours, with the ETA; ``progress_verbosity`` picks it
+        for logs), 0 nothing.
 
         Each call compiles a fresh optimizer. After ``load_weights`` of a checkpoint written in
         the middle of a call (its epoch below that call's ``epochs``), the first call restores
@@ -599,18 +602,21 @@ class MaskRCNN:
             self._restore_optimizer_state()
         logger.info("training %d layers from epoch %d to %d (lr %s), log dir %s",
                     len(trainable), self.epoch, epochs, learning_rate, self.log_dir)
+        # verbose=2 (a log, not a terminal): our one line an epoch with the ETA, not Keras'.
+        epoch_line = verbose == 2
         callbacks = [
             NonFiniteLossGuard(self, train_dataset),
             keras.callbacks.TensorBoard(log_dir=self.log_dir, write_graph=False,
                                         profile_batch=0),
             CheckpointCallback(self),
+            *([EpochLine()] if epoch_line else []),
             *(custom_callbacks or []),
         ]
         # The generators order each epoch from (seed, epoch): Keras' own shuffling (Python's
         # global random state) would make the order depend on the process history.
         history = self.keras_model.fit(train_gen, initial_epoch=self.epoch, epochs=epochs,
                                        validation_data=val_gen, callbacks=callbacks,
-                                       verbose=verbose, shuffle=False)
+                                       verbose=0 if epoch_line else verbose, shuffle=False)
         self.epoch = max(self.epoch, epochs)
         return history
 

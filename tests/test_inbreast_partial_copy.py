@@ -11,6 +11,7 @@ import shutil
 import pytest
 
 from ftmtl.datasets.loader import DatasetSpec, load_dataset
+from ftmtl.datasets.reporting import summary_line
 from ftmtl.inbreast import MASS_NAMES, MASS_NAMES_SPICULATED, INbreastDataset
 from ftmtl.inbreast.metadata import read_inbreast_csv
 
@@ -117,3 +118,10 @@ def test_spiculated_regions_count_as_masses_when_named(edited):
     # The same through the one way in the command line uses (--mass-rois).
     spec = DatasetSpec(root, mass_names=("Mass", "Spiculated Region"))
     assert load_dataset(spec, None).summary()["masses"] == default["masses"] + 1
+
+
+def test_the_log_line_of_a_summary_gives_the_counts_without_the_hint():
+    summary = {"samples": 50, "images": 48, "patients": 12, "masses": 44, "benign_masses": 20,
+               "malignant_masses": 24, "mass_free": 12, "include_excluded": "long hint"}
+    assert summary_line(summary) == ("48 images of 12 patients, 44 masses (20 benign, "
+                                     "24 malignant), 12 mass-free")

@@ -82,8 +82,9 @@ def test_the_same_train_command_twice_gives_the_same_model_and_metrics(tmp_path)
 
     # A log, not a terminal: one line an epoch, no progress-bar redraws (ANSI codes).
     assert "\x1b[" not in first_run.stdout and "\r" not in first_run.stdout
-    assert [line.split()[0] for line in first_run.stdout.splitlines()
-            if line.startswith("Epoch")] == ["Epoch", "Epoch"]
+    epoch_lines = [line for line in first_run.stdout.splitlines() if line.startswith("Epoch")]
+    assert [line.split(" - ")[0] for line in epoch_lines] == ["Epoch 1/2", "Epoch 2/2"]
+    assert "ETA" in epoch_lines[0] and "loss: " in epoch_lines[0] and "done" in epoch_lines[1]
     # Quiet by default: no TensorFlow start-up notice, no oneDNN error line; -v shows them.
     for run in (first_run, quiet):
         assert notices(run.stderr) == [] and "E0000" not in run.stderr

@@ -64,14 +64,19 @@ def as_spec(dataset: DatasetSpec | str | os.PathLike) -> DatasetSpec:
 
 
 def load_dataset(dataset: DatasetSpec | str | os.PathLike, image_size: int | None,
-                 subset: Sequence[str] | None = None) -> Any:
+                 subset: Sequence[str] | None = None, progress: bool = False) -> Any:
     """The prepared dataset (images, or only those of ``subset`` by file name) of a spec or an
-    INbreast folder, its images prepared at ``image_size``; ValueError when none is usable."""
+    INbreast folder, its images prepared at ``image_size``; ValueError when none is usable.
+
+    ``progress`` (off by default: Python callers stay quiet) shows the reading of an INbreast
+    folder, an XML and a DICOM header an image (seconds for hundreds of images); COCO and
+    CSV annotations are one file, read in well under a second, so nothing is shown for them."""
     spec = as_spec(dataset)
     if spec.format == INBREAST:
         loaded: Any = INbreastDataset()
         loaded.load_inbreast(spec.root, subset_file_names=subset, image_size=image_size,
-                             mass_names=tuple(spec.mass_names or MASS_NAMES))
+                             mass_names=tuple(spec.mass_names or MASS_NAMES),
+                             progress=progress)
     elif spec.format == COCO:
         loaded = CocoDataset()
         loaded.load_coco(spec.root, spec.annotations, spec.label_map, subset, image_size,

@@ -59,3 +59,11 @@ def excluded_counts(image_info: Iterable[dict[str, Any]], key: str) -> dict[str,
             seen.add(info["file_name"])
             total.update(info.get(key) or {})
     return dict(sorted(total.items()))
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """A ``summary()`` as one short line for a log: '48 images of 12 patients, 44 masses (20
+    benign, 24 malignant), 12 mass-free'; the exclusions and their hint stay in ``summary()``."""
+    return (f"{summary['images']} images of {summary['patients']} patients, "
+            f"{summary['masses']} masses ({summary['benign_masses']} benign, "
+            f"{summary['malignant_masses']} malignant), {summary['mass_free']} mass-free")

@@ -33,6 +33,7 @@ from ftmtl.inbreast.preprocess import Transform, prepare_image
 from ftmtl.inbreast.records import CaseRecord, RoiRecord
 from ftmtl.inbreast.rois import read_rois
 from mrcnn.dataset import Dataset
+from mrcnn.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class INbreastDataset(Dataset):
         include_normals: bool = True,
         per_mass: bool = False,
         image_size: int | None = None,
+        progress: bool = False,
     ) -> None:
         """Register the images (or masses) of an INbreast folder.
 
@@ -77,7 +79,10 @@ class INbreastDataset(Dataset):
         Names read as masses (add ``MASS_NAMES_SPICULATED`` for the Spiculated Region ROIs);
         ``include_normals`` keeps images without masses as negatives; ``per_mass`` gives one
         sample per mass; ``image_size`` resizes prepared images so their long side has that
-        many pixels (None: full size).
+        many pixels (None: full size). ``progress`` shows the images read on stderr
+        (``mrcnn.progress.Progress``); off by default, so that Python callers stay quiet.
+        Reading takes each image's ROIs and DICOM header, not its pixels: images are prepared
+        when first used (a training epoch, a prediction).
         """
         root = Path(root)
         self.image_size = image_size
@@ -92,15 +97,16 @@ class INbreastDataset(Dataset):
         if subset_file_names is None:
             _warn_unlisted(dicoms, records)
         _warn_without_dicom(records, dicoms)
+        present = [record for record in records if record.file_name in dicoms]
         skipped_negatives = 0
-        for record in records:
-            if record.file_name not in dicoms:
-                continue
-            info = _image_info(record, dicoms[record.file_name], xml_folder, mass_names)
-            if not info["masses"] and not include_normals:
-                skipped_negatives += 1
-                continue
-            self._add_samples(info, per_mass)
+        with Progress(len(present), f"reading INbreast in {root}", show=progress) as bar:
+            for record in present:
+                info = _image_info(record, dicoms[record.file_name], xml_folder, mass_names)
+                bar.update()
+                if not info["masses"] and not include_normals:
+                    skipped_negatives += 1
+                    continue
+                self._add_samples(info, per_mass)
         if skipped_negatives:
             logger.info("%d images without masses left out (include_normals=False)",
                         skipped_negatives)

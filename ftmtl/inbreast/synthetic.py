@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from ftmtl.inbreast import phantom
+from mrcnn.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -267,13 +268,16 @@ def _plan_breasts(n_patients: int, seed: int, difficulty: float, normal_fraction
 def generate_synthetic_inbreast(out_dir: str | Path, n_patients: int = 8, seed: int = 0,
                                 image_shape: Sequence[int] = (416, 320), difficulty: float = 0.5,
                                 normal_fraction: float = 0.25, faults: bool = True,
-                                overwrite: bool = False) -> SyntheticManifest:
+                                overwrite: bool = False, progress: bool = False
+                                ) -> SyntheticManifest:
     """Write a synthetic INbreast (CSV, DICOMs, XMLs, manifest.json) to ``out_dir``.
 
     The same arguments give byte-identical files. ``difficulty`` (0..1) lowers mass contrast and
     blurs the benign/malignant shape difference. With ``faults`` the files carry the known quirks
     of the real data (recorded in ``SyntheticImage.faults``). An existing output folder with
     DICOMs or XMLs is refused unless ``overwrite``, which deletes those files first.
+    ``progress`` shows the images written on stderr (``mrcnn.progress.Progress``: a bar on a
+    terminal, a few lines in a log); off by default, so that Python callers stay quiet.
     """
     shape = _check_arguments(n_patients, seed, image_shape, difficulty, normal_fraction)
     out_dir = Path(out_dir)
@@ -293,38 +297,40 @@ def generate_synthetic_inbreast(out_dir: str | Path, n_patients: int = 8, seed: 
     blank_acr_image = int(layout.integers(n_images)) if faults else None
 
     images = []
-    for index in range(n_images):
-        plan = plans[index // 2]
-        view = VIEWS[index % 2]
-        laterality = LATERALITIES[plan.side]
-        acr = acrs[plan.patient]
-        view_rng = _rng(seed, 2, plan.patient, plan.side, index % 2)
-        drawn = phantom.render_view(shape, laterality, view, acr, plan.mass_shapes,
-                                    plan.n_calcifications, spacing, view_rng,
-                                    overhang=index == overhang_image)
-        image = SyntheticImage(
-            file_name=file_names[index],
-            dicom_name="",
-            patient_hash=hashes[plan.patient], laterality=laterality, view=view,
-            birads=plan.birads, acr=str(acr), acquisition_date=dates[plan.patient],
-            label=plan.label,
-            masses=[SyntheticMass.from_mask(m.polygon_xy, plan.label, m.shape.kind, m.mask)
-                    for m in drawn.masses],
-            calcifications=drawn.calcifications)
-        image.dicom_name = (f"{image.file_name}_{image.patient_hash}_MG_{laterality}_"
-                            f"{image.file_view}_ANON.dcm")
-        if drawn.overhang_mass is not None:
-            image.faults.append(FAULT_OUTSIDE)
-        if index == blank_acr_image:
-            image.acr = BLANK_ACR
-            image.faults.append(FAULT_BLANK_ACR)
-        image.faults.extend(xml_faults.get(index, []))
-        _write_dicom(out_dir / DICOM_DIR / image.dicom_name, drawn.pixels, image, seed)
-        if image.xml_name is not None:
-            fault_rng = _rng(seed, 3, index)
-            xml = _xml_bytes(image, drawn, spacing, fault_rng)
-            (out_dir / XML_DIR / image.xml_name).write_bytes(xml)
-        images.append(image)
+    with Progress(n_images, "writing synthetic INbreast", show=progress) as bar:
+        for index in range(n_images):
+            plan = plans[index // 2]
+            view = VIEWS[index % 2]
+            laterality = LATERALITIES[plan.side]
+            acr = acrs[plan.patient]
+            view_rng = _rng(seed, 2, plan.patient, plan.side, index % 2)
+            drawn = phantom.render_view(shape, laterality, view, acr, plan.mass_shapes,
+                                        plan.n_calcifications, spacing, view_rng,
+                                        overhang=index == overhang_image)
+            image = SyntheticImage(
+                file_name=file_names[index],
+                dicom_name="",
+                patient_hash=hashes[plan.patient], laterality=laterality, view=view,
+                birads=plan.birads, acr=str(acr), acquisition_date=dates[plan.patient],
+                label=plan.label,
+                masses=[SyntheticMass.from_mask(m.polygon_xy, plan.label, m.shape.kind, m.mask)
+                        for m in drawn.masses],
+                calcifications=drawn.calcifications)
+            image.dicom_name = (f"{image.file_name}_{image.patient_hash}_MG_{laterality}_"
+                                f"{image.file_view}_ANON.dcm")
+            if drawn.overhang_mass is not None:
+                image.faults.append(FAULT_OUTSIDE)
+            if index == blank_acr_image:
+                image.acr = BLANK_ACR
+                image.faults.append(FAULT_BLANK_ACR)
+            image.faults.extend(xml_faults.get(index, []))
+            _write_dicom(out_dir / DICOM_DIR / image.dicom_name, drawn.pixels, image, seed)
+            if image.xml_name is not None:
+                fault_rng = _rng(seed, 3, index)
+                xml = _xml_bytes(image, drawn, spacing, fault_rng)
+                (out_dir / XML_DIR / image.xml_name).write_bytes(xml)
+            images.append(image)
+            bar.update()
 
     manifest = SyntheticManifest(out_dir, images, seed, shape, spacing, float(difficulty),
                                  float(normal_fraction))
