@@ -319,6 +319,8 @@ class MaskRCNN:
         self._resume_optimizer: OptimizerState | None = None
         # The training dataset's class names (background first), recorded in checkpoints.
         self.class_names: list[str] | None = None
+        # The run folder train() made for this model (None until then); see _claim_log_dir.
+        self._claimed_log_dir: str | None = None
         self.set_log_dir()
         with self.strategy.scope(), precision_scope(config.MIXED_PRECISION):
             self.keras_model = self.build(mode, config)
@@ -444,7 +446,7 @@ class MaskRCNN:
         """Make the run folder when training starts. A new run (epoch 0) whose folder another
         run made since this model was built takes the next free name, so runs started
         together never share a folder; a continued run writes into its own."""
-        if self.epoch > 0 or getattr(self, "_claimed_log_dir", None) == self.log_dir:
+        if self.epoch > 0 or self._claimed_log_dir == self.log_dir:
             os.makedirs(self.log_dir, exist_ok=True)
             return
         while True:
