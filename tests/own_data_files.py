@@ -32,6 +32,14 @@ class TruthImage:
     labels: list[str]
 
 
+def small_inbreast(root: Path) -> Path:
+    """The small synthetic INbreast every format's copy starts from (2 patients, 128 x 96)."""
+    from ftmtl.inbreast.synthetic import generate_synthetic_inbreast
+
+    generate_synthetic_inbreast(root, n_patients=2, seed=1, image_shape=(128, 96))
+    return root
+
+
 def inbreast_truth(root: Path) -> list[TruthImage]:
     """Every image of an INbreast folder, in the reader's order, with its full-size masks."""
     dataset = INbreastDataset()

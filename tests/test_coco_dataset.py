@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pytest
 import skimage.io
-from own_data_files import inbreast_truth, to_8_bits, write_coco, write_image
+from own_data_files import inbreast_truth, small_inbreast, to_8_bits, write_coco, write_image
 from pycocotools import mask as mask_utils
 
 from ftmtl.datasets.coco_format import CocoDataset
@@ -27,11 +27,7 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def inbreast_root(tmp_path_factory):
-    from ftmtl.inbreast.synthetic import generate_synthetic_inbreast
-
-    root = tmp_path_factory.mktemp("inbreast")
-    generate_synthetic_inbreast(root, n_patients=2, seed=1, image_shape=(128, 96))
-    return root
+    return small_inbreast(tmp_path_factory.mktemp("inbreast"))
 
 
 @pytest.fixture(scope="module")

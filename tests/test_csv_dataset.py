@@ -7,7 +7,14 @@ import logging
 
 import numpy as np
 import pytest
-from own_data_files import CSV_COLUMNS, inbreast_truth, write_coco, write_csv, write_image
+from own_data_files import (
+    CSV_COLUMNS,
+    inbreast_truth,
+    small_inbreast,
+    write_coco,
+    write_csv,
+    write_image,
+)
 
 from ftmtl.datasets.coco_format import CocoDataset
 from ftmtl.datasets.csv_format import CsvDataset, column_names
@@ -21,11 +28,7 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def inbreast_root(tmp_path_factory):
-    from ftmtl.inbreast.synthetic import generate_synthetic_inbreast
-
-    root = tmp_path_factory.mktemp("inbreast")
-    generate_synthetic_inbreast(root, n_patients=2, seed=1, image_shape=(128, 96))
-    return root
+    return small_inbreast(tmp_path_factory.mktemp("inbreast"))
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from detections import hand_made_result
 from dicom_files import write_dicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
@@ -18,18 +19,6 @@ from ftmtl import detect_io
 from ftmtl.cli import main
 from ftmtl.inbreast.dicom_io import read_dicom
 from ftmtl.inbreast.synthetic import generate_synthetic_inbreast
-
-
-def hand_made_result(shape=(40, 30)):
-    """Masses of 10 x 9 = 90 and 18 x 19 = 342 pixels."""
-    masks = np.zeros(shape + (2,), dtype=bool)
-    masks[5:15, 3:12, 0] = True
-    masks[20:38, 10:29, 1] = True
-    return {"rois": np.array([[5, 3, 15, 12], [20, 10, 38, 29]], np.int32),
-            "class_ids": np.array([1, 2], np.int32),
-            "scores": np.array([0.8, 0.95], np.float32),
-            "class_probs": np.array([[0.2, 0.7, 0.1], [0.05, 0.15, 0.8]], np.float32),
-            "case_score": 0.8, "masks": masks}
 
 
 def source_dicom(folder, **elements):

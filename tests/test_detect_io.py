@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from detections import hand_made_result
 from dicom_files import write_dicom
 from pycocotools import mask as coco_mask
 
@@ -163,17 +164,6 @@ def test_prepare_dicom_names_an_unreadable_file(tmp_path):
 
 
 # --------------------------------------------------------------------------------- writers
-def hand_made_result(shape=(40, 30)):
-    masks = np.zeros(shape + (2,), dtype=bool)
-    masks[5:15, 3:12, 0] = True
-    masks[20:38, 10:29, 1] = True
-    return {"rois": np.array([[5, 3, 15, 12], [20, 10, 38, 29]], np.int32),
-            "class_ids": np.array([1, 2], np.int32),
-            "scores": np.array([0.8, 0.95], np.float32),
-            "class_probs": np.array([[0.2, 0.7, 0.1], [0.05, 0.15, 0.8]], np.float32),
-            "case_score": 0.8, "masks": masks}
-
-
 def test_detection_json_holds_boxes_classes_probabilities_and_rle_masks(tmp_path):
     result = hand_made_result()
     path = tmp_path / "out" / "case.json"
