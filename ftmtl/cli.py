@@ -43,8 +43,6 @@ PRESET_NAMES = ("paper", "fpn", "paper_cpu", "fpn_cpu")
 MODEL_NAMES = ("ftmtl", "maskrcnn")
 # ftmtl.datasets.loader.DATASET_FORMATS, spelled out for the same reason.
 DATASET_FORMAT_NAMES = ("inbreast", "coco", "csv")
-# The commands that load TensorFlow (its start-up notices are dropped unless -v).
-TENSORFLOW_COMMANDS = ("train", "evaluate", "detect", "export", "crossval", "demo")
 DEFAULT_LOGS = "logs"
 # The numbers `evaluate` prints (metrics.json has them all, with the curves).
 EVALUATE_TABLE = ("n_cases", "n_labelled", "n_detected", "n_masses", "auc", "auc_detected",
@@ -399,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: imagenet for ResNet presets, none for the *_cpu presets)")
     _add_training_options(p)
     _add_fold_options(p, "train on all folds but --fold (which gives the validation loss)")
-    p.set_defaults(handler=cmd_train)
+    p.set_defaults(handler=cmd_train, loads_tensorflow=True)
 
     p = commands.add_parser("evaluate", help="AUC, FROC and Dice of a trained model",
                             description="Detect on the dataset (or a held-out fold) and "
@@ -421,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the detections in COCO's format, in the DICOMs' pixels, for "
                         "pycocotools (pastes every detection's mask back at full resolution, "
                         "which takes a while on full-size mammograms)")
-    p.set_defaults(handler=cmd_evaluate)
+    p.set_defaults(handler=cmd_evaluate, loads_tensorflow=True)
 
     p = commands.add_parser("detect", help="find and classify masses in DICOM files",
                             description="Per DICOM, write <stem>.png (the detections drawn on "
@@ -446,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "each mass's class, score, area and segment (or box), and the case "
                         "malignancy score")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.set_defaults(handler=cmd_detect)
+    p.set_defaults(handler=cmd_detect, loads_tensorflow=True)
 
     p = commands.add_parser("export", help="write a trained model as a TensorFlow SavedModel "
                                            "for serving",
@@ -461,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p, from_checkpoint=True)
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder (must not hold a saved_model already)")
-    p.set_defaults(handler=cmd_export)
+    p.set_defaults(handler=cmd_export, loads_tensorflow=True)
 
     p = commands.add_parser("crossval", help="k-fold cross-validation of FT-MTL vs Mask R-CNN",
                             description="Train and evaluate each model on each fold, then "
@@ -487,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "PATH or none (default: imagenet for ResNet presets, none for *_cpu); "
                         "an unfinished run resumes from its last checkpoint")
     _add_training_options(p)
-    p.set_defaults(handler=cmd_crossval)
+    p.set_defaults(handler=cmd_crossval, loads_tensorflow=True)
 
     p = commands.add_parser("demo", help="synthetic data + a small FT-MTL vs Mask R-CNN "
                                          "comparison on the CPU",
@@ -508,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(default: %(default)s)")
     add_reproducibility_option(p)
     _add_device_options(p)
-    p.set_defaults(handler=cmd_demo)
+    p.set_defaults(handler=cmd_demo, loads_tensorflow=True)
     return parser
 
 
@@ -930,7 +928,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments, configure logging once, run the command; returns the exit code."""
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose, args.quiet)
-    if args.command in TENSORFLOW_COMMANDS:
+    if getattr(args, "loads_tensorflow", False):  # its start-up notices dropped unless -v
         from mrcnn.quiet_start import import_tensorflow
 
         import_tensorflow(show_startup_lines=args.verbose)

@@ -32,6 +32,7 @@ malignant 75, or "balanced": inverse to each label's count in the fold).
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import logging
@@ -289,9 +290,21 @@ def _examples(dataset: INbreastDataset, cases: Sequence[CasePrediction]) -> list
     return examples
 
 
+def one_device_config(config):
+    """``config`` for a model on one device: one replica's batch (IMAGES_PER_GPU), not the
+    global batch of a training over GPU_COUNT replicas (the config itself is not changed)."""
+    if config.GPU_COUNT == 1:
+        return config
+    single = copy.copy(config)
+    single.GPU_COUNT = 1
+    single.BATCH_SIZE = single.IMAGES_PER_GPU
+    return single
+
+
 def _evaluate(config, checkpoint: str, test_ds: INbreastDataset, run_dir: Path,
               progress: bool) -> EvaluationResult:
-    model = build_model("inference", config, run_dir / "logs")
+    # Training may run on N GPUs; evaluation builds its model on one.
+    model = build_model("inference", one_device_config(config), run_dir / "logs")
     model.load_weights(checkpoint)
     cases = predict_dataset(model, test_ds, test_ds.image_ids, progress=progress)
     result = evaluate_predictions(cases)

@@ -168,6 +168,20 @@ def test_crossval_refuses_a_strategy_whose_replicas_differ_from_gpu_count(tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_crossval_evaluates_on_one_device_with_one_replicas_batch():
+    from ftmtl.crossval import one_device_config
+    from ftmtl.presets import make_config
+
+    trained = make_config("fpn_cpu", GPU_COUNT=4)
+    single = one_device_config(trained)
+    assert (single.GPU_COUNT, single.BATCH_SIZE) == (1, trained.IMAGES_PER_GPU)
+    assert (trained.GPU_COUNT, trained.BATCH_SIZE) == (4, 4 * trained.IMAGES_PER_GPU)
+    assert single.to_dict() == {**trained.to_dict(), "GPU_COUNT": 1,
+                                "BATCH_SIZE": trained.IMAGES_PER_GPU}
+    one = make_config("fpn_cpu")
+    assert one_device_config(one) is one
+
+
 @pytest.mark.slow
 def test_crossval_trains_under_a_mirrored_strategy_of_two_logical_cpus(dataset_dir, tmp_path):
     """replica_strategy (what --gpus N > 1 builds over GPUs) over two logical CPU devices:
