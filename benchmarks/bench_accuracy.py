@@ -132,6 +132,13 @@ MODEL_LABELS = {"ftmtl": "FT-MTL-Net", "maskrcnn": "twin (Mask R-CNN)"}
 
 
 # ------------------------------------------------------------------------------ arguments
+def positive_float_arg(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
 def seed_arg(text: str) -> int:
     value = int(text)
     if not 0 <= value <= MAX_SEED:
@@ -171,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--difficulty", type=float, metavar="D",
                    help="generator difficulty 0..1 (default: the generator's own)")
     add_budget_options(p)
+    p.add_argument("--intensity-scales", type=positive_float_arg, nargs="+", default=[],
+                   metavar="G",
+                   help="also evaluate each model on its test set rendered at these detector "
+                        "gains (the same anatomy, every stored value times G; e.g. 0.5 2): "
+                        "the intensity window's robustness")
     p.add_argument("--set", dest="overrides", type=override_arg, action="append", default=[],
                    metavar="NAME=VALUE",
                    help="config override for both models, after BENCH_OVERRIDES "
@@ -244,13 +256,16 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------- data
 def data_dir(out: Path, role: str, gen_seed: int, n_patients: int,
-             image_shape: Sequence[int], difficulty: float) -> Path:
+             image_shape: Sequence[int], difficulty: float, intensity_scale: float = 1.0
+             ) -> Path:
     rows, cols = (int(v) for v in image_shape)
-    return out / DATA_DIR / f"{role}_seed{gen_seed}_p{n_patients}_{rows}x{cols}_d{difficulty:g}"
+    gain = "" if intensity_scale == 1.0 else f"_g{intensity_scale:g}"
+    return out / DATA_DIR / (f"{role}_seed{gen_seed}_p{n_patients}_{rows}x{cols}"
+                             f"_d{difficulty:g}{gain}")
 
 
 def ensure_synthetic(folder: Path, n_patients: int, gen_seed: int, image_shape: Sequence[int],
-                     difficulty: float) -> dict[str, Any]:
+                     difficulty: float, intensity_scale: float = 1.0) -> dict[str, Any]:
     """The synthetic INbreast in ``folder``: reused when its manifest (written last by the
     generator, so it marks a complete set) has these parameters, else generated afresh."""
     from ftmtl.inbreast.synthetic import MANIFEST_NAME, generate_synthetic_inbreast
@@ -264,25 +279,27 @@ def ensure_synthetic(folder: Path, n_patients: int, gen_seed: int, image_shape: 
             saved = {}
         if (saved.get("seed") == gen_seed and saved.get("image_shape") == shape
                 and math.isclose(float(saved.get("difficulty", -1)), difficulty)
+                and math.isclose(float(saved.get("intensity_scale", -1)), intensity_scale)
                 and saved.get("counts", {}).get("patients") == n_patients):
             return {"dir": str(folder), "seed": gen_seed, "n_patients": n_patients,
                     "image_shape": shape, "difficulty": difficulty,
-                    "counts": saved["counts"], "reused": True}
+                    "intensity_scale": intensity_scale, "counts": saved["counts"],
+                    "reused": True}
     made = generate_synthetic_inbreast(folder, n_patients=n_patients, seed=gen_seed,
                                        image_shape=tuple(shape), difficulty=difficulty,
-                                       overwrite=True)
+                                       overwrite=True, intensity_scale=intensity_scale)
     return {"dir": str(folder), "seed": gen_seed, "n_patients": n_patients,
             "image_shape": shape, "difficulty": float(made.difficulty),
-            "counts": made.counts(), "reused": False}
+            "intensity_scale": intensity_scale, "counts": made.counts(), "reused": False}
 
 
-def load_set(folder: str | os.PathLike, image_size: int):
+def load_set(folder: str | os.PathLike, image_size: int, window: str):
     """An INbreastDataset of ``folder`` (its cache keeps the prepared images of a set this
-    size)."""
+    size), read through the intensity ``window``."""
     from ftmtl.inbreast.dataset import INbreastDataset
 
     dataset = INbreastDataset()
-    dataset.load_inbreast(folder, image_size=image_size)
+    dataset.load_inbreast(folder, image_size=image_size, window=window)
     dataset.prepare()
     if not len(dataset.image_ids):
         raise ValueError(f"{folder}: no usable images")
@@ -542,7 +559,8 @@ def compare_fingerprints(a: dict[str, tuple[float, float]], b: dict[str, tuple[f
 # Options that change neither the trained weights nor the test set: a run finished under
 # other values of these is still the run this command would train.
 RESUME_FREE_ARGS = frozenset({"out", "resume", "seeds", "models", "budget_s", "threads",
-                              "verbose", "no_val_curve", "val_patients", "nondeterministic"})
+                              "verbose", "no_val_curve", "val_patients", "nondeterministic",
+                              "intensity_scales"})
 
 
 def args_record(args: dict[str, Any]) -> dict[str, Any]:
@@ -608,23 +626,28 @@ def evaluate_run(record: dict[str, Any], args: argparse.Namespace, sets: dict[st
     keras.backend.clear_session()
     inference = build_model("inference", inference_config(args, record["model"]),
                             run_dir / "logs")
-    result, cases, eval_s = evaluate_checkpoint(inference, record["checkpoint"], sets)
+    result, cases, eval_s = evaluate_checkpoint(inference, record["checkpoint"],
+                                                sets["test_ds"])
     metrics = {**run_metrics(result, cases), "train_s": record["metrics"]["train_s"]}
+    by_scale = {}
+    for scale, dataset in sets.get("scaled_test", {}).items():
+        scaled, scaled_cases, _ = evaluate_checkpoint(inference, record["checkpoint"], dataset)
+        by_scale[f"{scale:g}"] = run_metrics(scaled, scaled_cases)
     record = {**record, "status": "ok", "metrics": metrics, "eval_s": round(eval_s, 1),
-              "evaluation": result.to_dict()}
+              "evaluation": result.to_dict(), "metrics_by_intensity_scale": by_scale}
     write_run_record(run_dir, record)
     del inference
     keras.backend.clear_session()
     return record
 
 
-def evaluate_checkpoint(inference, checkpoint: str | os.PathLike, sets: dict[str, Any]):
-    """(evaluation result, predicted cases, seconds) of one checkpoint on the test set."""
+def evaluate_checkpoint(inference, checkpoint: str | os.PathLike, dataset: Any):
+    """(evaluation result, predicted cases, seconds) of one checkpoint on a test set."""
     from ftmtl.evaluation import evaluate_predictions, predict_dataset
 
     start = time.monotonic()
     load_checkpoint(inference, checkpoint)
-    cases = predict_dataset(inference, sets["test_ds"], progress=False)
+    cases = predict_dataset(inference, dataset, progress=False)
     return evaluate_predictions(cases), cases, time.monotonic() - start
 
 
@@ -808,6 +831,37 @@ def model_table(model: str, runs: Sequence[dict[str, Any]], summary: dict[str, A
     return common.table(["seed", *(header for _, header in METRICS)], rows)
 
 
+ROBUSTNESS_KEYS = (tpr_key(1.0), "dice", "auc", "box_ap50")
+
+
+def robustness_table(records: dict[str, list[dict[str, Any]]], scales: Sequence[float]) -> str:
+    """Per model and gain: the mean over seeds of TPR@1, Dice, case AUC and box AP, and each
+    one's mean change from gain 1 (the same seeds' own test set)."""
+    headers = dict(METRICS)
+    rows = []
+    for model, runs in records.items():
+        ok = [run for run in runs if run.get("status") == "ok"]
+        for scale in (1.0, *scales):
+            cells = [MODEL_LABELS.get(model, model), f"{scale:g}"]
+            for key in ROBUSTNESS_KEYS:
+                values, changes = [], []
+                for run in ok:
+                    base = _finite_or_none(run["metrics"].get(key))
+                    scaled = run["metrics"] if scale == 1.0 else run.get(
+                        "metrics_by_intensity_scale", {}).get(f"{scale:g}", {})
+                    value = _finite_or_none(scaled.get(key))
+                    if value is not None:
+                        values.append(value)
+                        if base is not None:
+                            changes.append(value - base)
+                text = _fmt(np.mean(values)) if values else "n/a"
+                if scale != 1.0 and changes:
+                    text += f" ({np.mean(changes):+.3f})"
+                cells.append(text)
+            rows.append(cells)
+    return common.table(["model", "gain", *(headers[key] for key in ROBUSTNESS_KEYS)], rows)
+
+
 def paired_table(paired: dict[str, dict[str, Any]], a: str, b: str) -> str:
     """One row per metric: both means, the mean difference a - b ± its std, t, p, n."""
     rows = []
@@ -866,6 +920,12 @@ def report_text(payload: dict[str, Any]) -> str:
                   "differences are all equal).", ""]
     else:
         lines += ["(no paired comparison: it needs both models)", ""]
+    if args.get("intensity_scales"):
+        lines += ["## Intensity robustness", "",
+                  "Each model on its test set rendered at other detector gains (every stored "
+                  "value times G, the same anatomy), against the gain it trained on (1); "
+                  f"intensity window `{payload.get('intensity_window')}`.", "",
+                  robustness_table(payload["runs"], args["intensity_scales"]), ""]
     ceilings = {seed: facts.get("test", {}).get("label_ceiling_auc")
                 for seed, facts in sorted(payload.get("data", {}).items())}
     if ceilings:
@@ -923,8 +983,10 @@ def write_outputs(out: Path, payload: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------- main
-def prepare_seed_data(args: argparse.Namespace, seed: int, image_size: int) -> dict[str, Any]:
-    """Generate (or reuse) the seed's sets and load them."""
+def prepare_seed_data(args: argparse.Namespace, seed: int, image_size: int, window: str
+                      ) -> dict[str, Any]:
+    """Generate (or reuse) the seed's sets (and its test set at each --intensity-scales gain)
+    and load them through the intensity ``window``."""
     out = Path(args.out)
     roles = {"train": args.train_patients, "test": args.test_patients}
     if not args.no_val_curve:
@@ -935,7 +997,7 @@ def prepare_seed_data(args: argparse.Namespace, seed: int, image_size: int) -> d
         folder = data_dir(out, role, gen_seed, n_patients, args.image_shape, args.difficulty)
         facts[role] = ensure_synthetic(folder, n_patients, gen_seed, args.image_shape,
                                        args.difficulty)
-        sets[f"{role}_ds"] = load_set(folder, image_size)
+        sets[f"{role}_ds"] = load_set(folder, image_size, window)
         if role == "test":
             facts[role]["label_ceiling_auc"] = label_ceiling_auc(folder)
             facts[role]["outline_baseline_auc"] = outline_baseline_auc(sets["train_ds"],
@@ -943,6 +1005,14 @@ def prepare_seed_data(args: argparse.Namespace, seed: int, image_size: int) -> d
         common.log(f"seed {seed}: {role} set {folder.name} "
                    f"({'reused' if facts[role]['reused'] else 'generated'}): "
                    f"{sets[f'{role}_ds'].summary()}")
+    sets["scaled_test"] = {}
+    for scale in args.intensity_scales:
+        gen_seed = DATA_SEED_OFFSETS["test"] + seed
+        folder = data_dir(out, "test", gen_seed, args.test_patients, args.image_shape,
+                          args.difficulty, scale)
+        facts[f"test_g{scale:g}"] = ensure_synthetic(folder, args.test_patients, gen_seed,
+                                                     args.image_shape, args.difficulty, scale)
+        sets["scaled_test"][scale] = load_set(folder, image_size, window)
     return {"facts": facts, "sets": sets}
 
 
@@ -958,7 +1028,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from ftmtl.model import prepared_image_size
+    from ftmtl.model import intensity_window, prepared_image_size
     from ftmtl.presets import make_config
     from ftmtl.schedule import recipe_epochs, schedule_for
 
@@ -978,6 +1048,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "args": args_record(vars(args)),
         "machine": common.machine_info(), "config_overrides": overrides,
         "steps_per_epoch": int(first.STEPS_PER_EPOCH), "image_size": prepared_image_size(first),
+        "intensity_window": intensity_window(first),
         "schedule": [f"{s.name}: {s.epochs} epochs, lr {s.learning_rate:g}" for s in stages],
         "data_seed_offsets": DATA_SEED_OFFSETS, "data": {},
         "runs": {m: [] for m in args.models}, "summary": {}, "shared_initial_weights": {},
@@ -991,7 +1062,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 payload["runs"][model].append({"model": model, "seed": seed,
                                                "status": "skipped (budget)"})
             continue
-        data = prepare_seed_data(args, seed, prepared_image_size(first))
+        data = prepare_seed_data(args, seed, prepared_image_size(first),
+                                 intensity_window(first))
         payload["data"][str(seed)] = data["facts"]
         fingerprints = {}
         for model in args.models:

@@ -373,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "shape overlap (default: %(default)s)")
     p.add_argument("--normal-fraction", type=probability, default=0.25, metavar="F",
                    help="fraction of breasts without masses (default: %(default)s)")
+    p.add_argument("--intensity-scale", type=positive_float, default=1.0, metavar="G",
+                   help="multiply every stored value by G, as another detector gain would "
+                        "(tissue about 1,000-2,500 at 1; at most 5) (default: %(default)s)")
     p.add_argument("--no-faults", action="store_true",
                    help="leave out the known faults of the real files")
     p.add_argument("--overwrite", action="store_true",
@@ -517,7 +520,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     manifest = generate_synthetic_inbreast(
         args.out, n_patients=args.patients, seed=args.seed, image_shape=args.size,
         difficulty=args.difficulty, normal_fraction=args.normal_fraction,
-        faults=not args.no_faults, overwrite=args.overwrite, progress=not args.quiet)
+        faults=not args.no_faults, overwrite=args.overwrite, progress=not args.quiet,
+        intensity_scale=args.intensity_scale)
     print(f"synthetic INbreast written to {args.out}")
     for name, count in manifest.counts().items():
         print(f"  {name:18} {count}")
@@ -526,7 +530,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ftmtl.inbreast.folds import balanced_sampler
-    from ftmtl.model import prepared_image_size
     from ftmtl.presets import build_model
     from ftmtl.schedule import recipe_epochs, run_schedule, schedule_for
     from mrcnn.augmentation import default_augmentation
@@ -536,9 +539,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_weights(args.weights)
     strategy, gpu_count = training_devices(args)
     config = make_run_config(args, "training", steps=args.steps, **gpu_count)
-    train_set, val_set = training_datasets(dataset_spec(args), prepared_image_size(config),
-                                           args.folds, args.fold, args.seed,
-                                           progress=not args.quiet)
+    train_set, val_set = training_datasets(dataset_spec(args), config, args.folds, args.fold,
+                                           args.seed, progress=not args.quiet)
     enable_determinism(args.seed, ops=not args.nondeterministic)
     model = build_model("training", config, model_dir(args), strategy=strategy)
     weights = resolve_weights(args.weights, config)
@@ -559,13 +561,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ftmtl.evaluation import evaluate_predictions, predict_dataset
     from ftmtl.evaluation_report import write_evaluation_report
-    from ftmtl.model import prepared_image_size
 
     _check_folds(args)
     check_weights(args.weights, words=(LAST,))
     config = make_run_config(args, "inference")
-    dataset = load_dataset(dataset_spec(args), prepared_image_size(config),
-                           progress=not args.quiet)
+    dataset = load_dataset(dataset_spec(args), config, progress=not args.quiet)
     image_ids = evaluation_ids(dataset, args.folds, args.fold, args.seed)
     model, _ = inference_model(args, config)
     predictions = predict_dataset(model, dataset, image_ids, progress=not args.quiet)
@@ -589,7 +589,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     from ftmtl import detect_io
     from ftmtl.inbreast.records import InbreastFormatError
-    from ftmtl.model import prepared_image_size
+    from ftmtl.model import intensity_window, prepared_image_size
 
     check_weights(args.weights, words=(LAST,))
     paths, failed = collect_dicoms(args.inputs)
@@ -606,7 +606,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     stems: set[str] = set()
     for path in paths:
         try:
-            image, transform, dicom = detect_io.prepare_dicom(path, prepared_image_size(config))
+            image, transform, dicom = detect_io.prepare_dicom(
+                path, prepared_image_size(config), intensity_window(config))
         except (InbreastFormatError, OSError) as err:
             logger.error("%s: not a readable DICOM, skipped (%s)", path, err)
             failed += 1
@@ -779,13 +780,16 @@ def model_dir(args: argparse.Namespace) -> Path:
     return logs
 
 
-def load_dataset(dataset, image_size: int, subset: Sequence[str] | None = None,
+def load_dataset(dataset, config, subset: Sequence[str] | None = None,
                  progress: bool = False):
-    """The prepared dataset of a DatasetSpec (``dataset_spec``) or an INbreast folder;
-    ``progress`` shows the reading on stderr."""
+    """The dataset of a DatasetSpec (``dataset_spec``) or an INbreast folder, its images
+    prepared as ``config`` reads them (size and intensity window); ``progress`` shows the
+    reading on stderr."""
     from ftmtl.datasets.loader import load_dataset as load
+    from ftmtl.model import intensity_window, prepared_image_size
 
-    return load(dataset, image_size, subset, progress=progress)
+    return load(dataset, prepared_image_size(config), subset, progress=progress,
+                window=intensity_window(config))
 
 
 def fold_split(dataset, folds: int, fold: int, seed: int):
@@ -795,22 +799,22 @@ def fold_split(dataset, folds: int, fold: int, seed: int):
     return patient_folds(dataset, folds, seed)[fold]
 
 
-def training_datasets(root, image_size: int, folds: int | None, fold: int | None, seed: int,
+def training_datasets(root, config, folds: int | None, fold: int | None, seed: int,
                       progress: bool = False):
     """(train, validation or None) of a DatasetSpec or an INbreast folder: all images, or all
     but the held-out fold (which then gives the validation loss; nothing is selected on it);
     ``progress`` shows each reading on stderr."""
     from ftmtl.datasets.reporting import summary_line
 
-    full = load_dataset(root, image_size, progress=progress)
+    full = load_dataset(root, config, progress=progress)
     if folds is None:
         logger.info("training on %s", summary_line(full.summary()))
         return full, None
     train_ids, held_out = fold_split(full, folds, fold, seed)
     names = [full.image_info[i]["file_name"] for i in train_ids]
     held_names = [full.image_info[i]["file_name"] for i in held_out]
-    train = load_dataset(root, image_size, names, progress=progress)
-    val = load_dataset(root, image_size, held_names, progress=progress)
+    train = load_dataset(root, config, names, progress=progress)
+    val = load_dataset(root, config, held_names, progress=progress)
     logger.info("fold %d of %d: training on %s; validating on %s", fold, folds,
                 summary_line(train.summary()), summary_line(val.summary()))
     return train, val

@@ -62,7 +62,7 @@ from ftmtl.evaluation_report import (
 from ftmtl.inbreast.dataset import INbreastDataset
 from ftmtl.inbreast.folds import balanced_sampler, patient_folds
 from ftmtl.metrics import FROC_POINTS, paired_t_test
-from ftmtl.model import image_size_overrides, prepared_image_size
+from ftmtl.model import image_size_overrides, intensity_window, prepared_image_size
 from ftmtl.presets import MODELS, build_model, make_config
 from ftmtl.schedule import run_schedule, schedule_for
 from ftmtl.starting_weights import NONE, load_starting_weights, uses_pretrained_recipe
@@ -124,6 +124,7 @@ def _subset(dataset: INbreastDataset, file_names: Iterable[str]) -> INbreastData
     wanted = set(file_names)
     subset = type(dataset)()
     subset.image_size = dataset.image_size
+    subset.intensity_window = dataset.intensity_window
     for info in dataset.class_info[1:]:
         subset.add_class(info["source"], info["id"], info["name"])
     for info in dataset.image_info:
@@ -389,7 +390,8 @@ def run_crossval(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(dataset_dir, image_size, progress=progress)
+    dataset = load_dataset(dataset_dir, image_size, progress=progress,
+                           window=intensity_window(first))
     fold_list = folds_for(dataset, out, int(folds), int(seed), as_spec(dataset_dir).root)
 
     for fold in fold_list:

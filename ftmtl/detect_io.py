@@ -29,6 +29,7 @@ import numpy as np
 from ftmtl.coco import rle_decode, rle_encode  # noqa: F401  (rle_decode: read back the JSON)
 from ftmtl.inbreast.dataset import CLASS_IDS
 from ftmtl.inbreast.dicom_io import read_dicom
+from ftmtl.inbreast.intensity import DEFAULT_WINDOW, file_voi
 from ftmtl.inbreast.preprocess import Transform, prepare_image
 from ftmtl.inbreast.records import DicomImage
 
@@ -47,17 +48,18 @@ OVERLAY_MAX_SIDE = 1024
 
 
 # ------------------------------------------------------------------------------- model input
-def prepare_dicom(path: str | os.PathLike, image_size: int | None
-                  ) -> tuple[np.ndarray, Transform, DicomImage]:
+def prepare_dicom(path: str | os.PathLike, image_size: int | None,
+                  window: str = DEFAULT_WINDOW) -> tuple[np.ndarray, Transform, DicomImage]:
     """Read a DICOM and prepare it as training does: (image float32 [h, w, 3] in [0, 255],
     the Transform from DICOM pixels to that image, the DicomImage).
 
     Same steps as ``INbreastDataset.load_image`` (read_dicom, prepare_image: breast crop,
-    14-bit normalisation, resize so the long side is ``image_size``; gray replicated to three
-    channels). Unreadable files raise InbreastFormatError naming the file.
+    resize so the long side is ``image_size``, the intensity ``window``; gray replicated to
+    three channels). Unreadable files raise InbreastFormatError naming the file.
     """
     dicom = read_dicom(path)
-    gray, _, transform = prepare_image(dicom.pixels, None, dicom.bits_stored, image_size)
+    gray, _, transform = prepare_image(dicom.pixels, None, dicom.bits_stored, image_size,
+                                       window, file_voi(dicom) if window == "dicom" else None)
     image = np.repeat(gray[..., None] * np.float32(255.0), 3, axis=-1)
     return image, transform, dicom
 

@@ -10,10 +10,13 @@ Finding the breast (Otsu's threshold, connected components) stays with the clien
 one tensor, so its images share one size: [B, H, W] or [B, H, W, 1 | 3] (gray is replicated,
 colour averaged, as the config's channel count needs). Two signatures:
 
-- ``serving_default``: float32 in [0, 255], ``prepare_dicom``'s values (the stored values
-  divided by 2^14 - 1, clipped to [0, 1], times 255);
-- ``serving_uint16``: uint16 stored values of a 14-bit image (INbreast's BitsStored), cropped
-  and resized but not normalised; the graph applies that normalisation.
+- ``serving_default``: float32 in [0, 255], ``prepare_dicom``'s values (the intensity window
+  of ``ftmtl.inbreast.intensity``, times 255);
+- ``serving_uint16``: uint16 stored values ("high = dense"), cropped and resized but not
+  windowed; the graph applies the config's INTENSITY_WINDOW: each image's percentile window
+  ("percentile", and "dicom", whose files' own windows the graph cannot see: send those
+  through ``serving_default``), or the stored value over 2^14 - 1 ("full_range", INbreast's
+  BitsStored).
 
 Outputs of both, D = DETECTION_MAX_INSTANCES, rows sorted as ``detect`` returns them, the
 first ``num_detections`` real and the rest zeros:
@@ -39,7 +42,13 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from ftmtl.model import RefineProposals, SequentialDetectionLayer, ftmtl_setting
+from ftmtl.inbreast.intensity import PERCENTILE_SAMPLE_SIDE, PERCENTILES
+from ftmtl.model import (
+    RefineProposals,
+    SequentialDetectionLayer,
+    ftmtl_setting,
+    intensity_window,
+)
 from ftmtl.transfer import MaskWeightedTransfer
 from ftmtl.veto import MalignantVeto
 from mrcnn.checkpoint import save_config_json
@@ -156,10 +165,44 @@ def score_case_from_detections(veto: MalignantVeto, result: dict[str, tf.Tensor]
     return veto([detections, probs, no_proposals, tf.zeros(tf.stack([batch, 0, 4]))])
 
 
-def from_stored_values(images: tf.Tensor, bits_stored: int = BITS_STORED) -> tf.Tensor:
-    """uint16 stored values -> float32 in [0, 255], normalised as ``prepare_image`` does."""
-    top = float(2**bits_stored - 1)
-    return tf.clip_by_value(tf.cast(images, tf.float32) / top, 0.0, 1.0) * PIXEL_RANGE
+def from_stored_values(images: tf.Tensor, window: str = "full_range",
+                       bits_stored: int = BITS_STORED) -> tf.Tensor:
+    """uint16 stored values [B, H, W] or [B, H, W, C] -> float32 in [0, 255] through the
+    intensity ``window``, as ``prepare_image`` maps them ("dicom" as "percentile")."""
+    values = tf.cast(images, tf.float32)
+    if window == "full_range":
+        top = float(2**bits_stored - 1)
+        return tf.clip_by_value(values / top, 0.0, 1.0) * PIXEL_RANGE
+    return percentile_window(values) * PIXEL_RANGE
+
+
+def percentile_window(images: tf.Tensor) -> tf.Tensor:
+    """``ftmtl.inbreast.intensity.percentile_window`` of each image of a float batch
+    [B, H, W] or [B, H, W, C] (percentiles of the channels' mean, numpy's linear rule, on
+    every ``sample_step``-th pixel)."""
+    gray = tf.reduce_mean(images, axis=-1) if images.shape.rank == 4 else images
+    height, width = tf.shape(gray)[1], tf.shape(gray)[2]
+    step = tf.cast(tf.math.ceil(tf.cast(tf.maximum(height, width), tf.float32)
+                                / PERCENTILE_SAMPLE_SIDE), tf.int32)
+    step = tf.maximum(step, 1)
+    sample = tf.sort(tf.reshape(gray[:, ::step, ::step], [tf.shape(gray)[0], -1]), axis=-1)
+    low, high = (_sorted_percentile(sample, q) for q in PERCENTILES)
+    spread = high - low
+    scale = tf.where(spread > 0, 1.0 / tf.where(spread > 0, spread, 1.0), 0.0)
+    shape = [-1] + [1] * (images.shape.rank - 1)
+    return tf.clip_by_value((images - tf.reshape(low, shape)) * tf.reshape(scale, shape),
+                            0.0, 1.0)
+
+
+def _sorted_percentile(sorted_values: tf.Tensor, q: float) -> tf.Tensor:
+    """The q-th percentile of each row of sorted values [B, N], numpy's "linear" rule."""
+    last = tf.cast(tf.shape(sorted_values)[1] - 1, tf.float32)
+    position = q / 100.0 * last
+    below = tf.floor(position)
+    fraction = position - below
+    lower = tf.gather(sorted_values, tf.cast(below, tf.int32), axis=1)
+    upper = tf.gather(sorted_values, tf.cast(tf.minimum(below + 1.0, last), tf.int32), axis=1)
+    return lower + (upper - lower) * fraction
 
 
 # ------------------------------------------------------------------------------ writing
@@ -170,6 +213,7 @@ class ServingModule(tf.Module):
     def __init__(self, model: MaskRCNN) -> None:
         super().__init__(name="ftmtl_serving")
         self.network_variables = list(model.keras_model.variables)
+        self.intensity_window = intensity_window(model.config)
         self.serve = tf.function(serving_function(model), autograph=False, input_signature=[
             tf.TensorSpec(None, tf.float32, name="images")])
         self.serve_uint16 = tf.function(self._serve_stored_values, autograph=False,
@@ -177,7 +221,7 @@ class ServingModule(tf.Module):
                                                                        name="images")])
 
     def _serve_stored_values(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self.serve(from_stored_values(images))
+        return self.serve(from_stored_values(images, self.intensity_window))
 
     def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
         return {FLOAT_SIGNATURE: self.serve.get_concrete_function(),

@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 LAST = "last"
 # What the options mean for a checkpoint without a description (the CLI's defaults).
 DEFAULT_PRESET, DEFAULT_MODEL = "paper", "ftmtl"
+# The intensity window of checkpoints written before INTENSITY_WINDOW existed (their run
+# config lacks it, or they have none): the stored value over 2**BitsStored - 1.
+LEGACY_INTENSITY_WINDOW = "full_range"
 # Inference runs one image at a time (options may change it).
 INFERENCE_BATCH = {"IMAGES_PER_GPU": 1, "GPU_COUNT": 1}
 
@@ -62,7 +65,7 @@ ARCHITECTURE_SETTINGS = frozenset({
     "RPN_ANCHOR_SCALES", "RPN_ANCHOR_RATIOS", "RPN_ANCHOR_STRIDE",
     # the images the weights learnt to read: geometry, scale, normalisation
     "IMAGE_RESIZE_MODE", "IMAGE_MIN_DIM", "IMAGE_MAX_DIM", "IMAGE_MIN_SCALE",
-    "IMAGE_CHANNEL_COUNT", "MEAN_PIXEL", "PREPARED_IMAGE_SIZE",
+    "IMAGE_CHANNEL_COUNT", "MEAN_PIXEL", "PREPARED_IMAGE_SIZE", "INTENSITY_WINDOW",
     # what the outputs mean: delta scaling, class ids
     "RPN_BBOX_STD_DEV", "BBOX_STD_DEV", "BENIGN_CLASS_ID", "MALIGNANT_CLASS_ID",
 })
@@ -214,7 +217,7 @@ def _config_from_options(path, preset: str | None, model: str | None, image_size
                model or f"{DEFAULT_MODEL} (default)",
                image_size or "the preset's", overrides or "none")
     return sized_config(preset or DEFAULT_PRESET, model or DEFAULT_MODEL, image_size,
-                        overrides)[0]
+                        {"INTENSITY_WINDOW": LEGACY_INTENSITY_WINDOW, **overrides})[0]
 
 
 def _config_base(run: CheckpointRun) -> type[Config]:
@@ -241,6 +244,8 @@ def _stored_values(run: CheckpointRun) -> dict[str, Any]:
         default = getattr(base, name)
         values[name] = tuple(value) if isinstance(default, tuple) and isinstance(
             value, list) else value
+    if hasattr(base, "INTENSITY_WINDOW") and "INTENSITY_WINDOW" not in run.config:
+        values["INTENSITY_WINDOW"] = LEGACY_INTENSITY_WINDOW
     return values
 
 

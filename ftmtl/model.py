@@ -47,6 +47,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from ftmtl.inbreast.intensity import DEFAULT_WINDOW, WINDOWS
 from ftmtl.transfer import MaskWeightedTransfer
 from ftmtl.veto import (
     BENIGN_CLASS_ID,
@@ -148,6 +149,11 @@ class FTMTLConfig(Config):
     # in crop mode a number is needed (training crops of IMAGE_MIN_DIM are cut from images of
     # this size, and inference runs on the whole image at this size).
     PREPARED_IMAGE_SIZE: int | None = None
+    # How stored values become the network's [0, 1] input (ftmtl.inbreast.intensity):
+    # "percentile" (each image's 0.5th-99.9th percentiles, whatever the detector's range),
+    # "dicom" (the file's own VOI LUT or window; percentile where it has none) or
+    # "full_range" (value / (2**BitsStored - 1), how checkpoints before this option read).
+    INTENSITY_WINDOW = "percentile"
     # Epochs of the one joint stage when training from scratch (ftmtl.schedule.scratch_schedule;
     # the paper's staged schedule from pretrained weights runs 10 epochs a stage).
     SCRATCH_EPOCHS = 30
@@ -171,6 +177,9 @@ class FTMTLConfig(Config):
         if size is None and self.IMAGE_RESIZE_MODE == "crop":
             raise ConfigError(f"{type(self).__name__}.PREPARED_IMAGE_SIZE: crop mode needs the "
                               f"size of the images the crops are cut from")
+        if self.INTENSITY_WINDOW not in WINDOWS:
+            raise ConfigError(f"{type(self).__name__}.INTENSITY_WINDOW: must be one of "
+                              f"{', '.join(map(repr, WINDOWS))}, got {self.INTENSITY_WINDOW!r}")
         share = self.MASS_FREE_SHARE
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
             raise ConfigError(f"{type(self).__name__}.MASS_FREE_SHARE: must be a number in "
@@ -183,6 +192,12 @@ def prepared_image_size(config) -> int:
     here."""
     size = getattr(config, "PREPARED_IMAGE_SIZE", None)
     return int(config.IMAGE_MAX_DIM if size is None else size)
+
+
+def intensity_window(config) -> str:
+    """The intensity window the reader prepares images with: INTENSITY_WINDOW, or the
+    default of ``ftmtl.inbreast.intensity`` for a config without one (mrcnn's Config)."""
+    return str(getattr(config, "INTENSITY_WINDOW", DEFAULT_WINDOW))
 
 
 def image_size_overrides(config, size: int | None) -> dict[str, int]:

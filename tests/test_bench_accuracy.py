@@ -274,7 +274,9 @@ def test_resume_evaluates_the_finished_runs_again_without_training(quick_run, tm
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     checkpoints = sorted(p.name for p in copy.rglob("*.h5"))
-    assert bench.main(["--quick", "--out", str(copy), "--resume", "--nondeterministic"]) == 0
+    # Another evaluation-only option (a test set at another gain) keeps the runs resumable.
+    assert bench.main(["--quick", "--out", str(copy), "--resume", "--nondeterministic",
+                       "--intensity-scales", "2"]) == 0
     assert sorted(p.name for p in copy.rglob("*.h5")) == checkpoints  # nothing trained
     before = json.loads((out / "results.json").read_text())
     after = json.loads((copy / "results.json").read_text())
@@ -283,4 +285,8 @@ def test_resume_evaluates_the_finished_runs_again_without_training(quick_run, tm
             assert run["resumed"] and run["checkpoint"] == old["checkpoint"]
             assert run["history"] == old["history"]
             assert run["metrics"] == pytest.approx(old["metrics"], nan_ok=True)
+            scaled = run["metrics_by_intensity_scale"]["2"]
+            assert set(bench.ROBUSTNESS_KEYS) <= set(scaled) and scaled["n_masses"] > 0
+    assert "## Intensity robustness" in (copy / "results.md").read_text()
+    assert after["data"]["0"]["test_g2"]["intensity_scale"] == 2.0
     assert "Resumed (trained by an earlier invocation" in (copy / "results.md").read_text()

@@ -20,10 +20,11 @@ from ftmtl.export import (
     UINT16_SIGNATURE,
     detections_in_input_pixels,
     export_model,
+    from_stored_values,
     load_keras_model,
     score_case_from_detections,
 )
-from ftmtl.inbreast.preprocess import normalise_14bit
+from ftmtl.inbreast.intensity import full_range, percentile_window
 from ftmtl.model import ftmtl_setting
 from ftmtl.presets import build_model, sized_config
 from ftmtl.veto import MalignantVeto, case_malignancy_score
@@ -89,6 +90,21 @@ def test_molding_in_the_graph_is_mold_inputs(mode, min_dim, max_dim, shape):
     np.testing.assert_array_equal(graph.window.numpy(), windows[0])
     np.testing.assert_allclose(graph.anchors.numpy()[0], get_anchors(config, molded.shape[1:3]),
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 90, 70), (1, 1100, 700), (2, 60, 40, 3)])
+def test_the_graphs_intensity_windows_are_prepare_images(shape):
+    gray = np.random.default_rng(4).integers(0, 3000, shape[:3]).astype(np.uint16)
+    gray[0, :5] = 40  # some background
+    stored = np.repeat(gray[..., np.newaxis], 3, -1) if len(shape) == 4 else gray
+    for window, reference in (("percentile", percentile_window),
+                              ("full_range", lambda image: full_range(image, 14))):
+        graph = from_stored_values(tf.constant(stored), window).numpy()
+        for i in range(shape[0]):
+            expected = reference(gray[i]) * 255.0
+            if len(shape) == 4:
+                expected = np.repeat(expected[..., np.newaxis], 3, -1)
+            np.testing.assert_allclose(graph[i], expected, atol=2e-4 * 255)
 
 
 def test_gray_and_colour_batches_get_the_configured_channels():
@@ -219,9 +235,10 @@ def exported(tmp_path_factory):
 
 def detect_inputs(signature: str, images: np.ndarray) -> list[np.ndarray]:
     """The float images ``detect`` gets for a signature's input (the uint16 one: stored
-    values normalised as prepare_dicom does, gray replicated)."""
+    values through prepare_dicom's default intensity window, gray replicated)."""
     if signature == UINT16_SIGNATURE:
-        images = np.repeat(normalise_14bit(images)[..., np.newaxis] * np.float32(255.0), 3, -1)
+        gray = np.stack([percentile_window(image) for image in images])
+        images = np.repeat(gray[..., np.newaxis] * np.float32(255.0), 3, -1)
     return list(images)
 
 

@@ -176,7 +176,9 @@ def test_an_old_checkpoint_takes_its_config_from_the_options(copied, caplog):
         config = config_from_checkpoint(copied, preset="paper_cpu", image_size=64,
                                         IMAGE_MIN_DIM=64, DETECTION_MIN_CONFIDENCE=0.05,
                                         STEPS_PER_EPOCH=1)
-    assert config.to_dict() == trained_config(IMAGES_PER_GPU=1).to_dict()
+    # written before checkpoints described their run, so before INTENSITY_WINDOW existed
+    assert config.to_dict() == trained_config(IMAGES_PER_GPU=1,
+                                              INTENSITY_WINDOW="full_range").to_dict()
     assert f"{copied} has no stored run config" in caplog.text
     assert "the config comes from the options: preset paper_cpu" in caplog.text
     # Without options, as before: the paper preset (whose weights would not fit this file).
@@ -184,6 +186,18 @@ def test_an_old_checkpoint_takes_its_config_from_the_options(copied, caplog):
     net = load_model_from_checkpoint(copied, preset="paper_cpu", image_size=64,
                                      IMAGE_MIN_DIM=64)
     assert net.class_names is None and net.config.BACKBONE == "tiny"
+
+
+def test_a_checkpoint_from_before_the_intensity_window_reads_full_range(copied):
+    assert config_from_checkpoint(copied).INTENSITY_WINDOW == "percentile"
+    document = _document(copied)
+    del document["config"]["INTENSITY_WINDOW"]
+    with h5py.File(copied, "a") as f:
+        f.attrs[ATTRIBUTE] = json.dumps(document)
+    assert config_from_checkpoint(copied).INTENSITY_WINDOW == "full_range"
+    # the weights learnt to read one window: another one is a contradiction
+    with pytest.raises(CheckpointMismatchError, match="INTENSITY_WINDOW"):
+        config_from_checkpoint(copied, INTENSITY_WINDOW="percentile")
 
 
 def _document(checkpoint: Path) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ftmtl.inbreast.intensity import PERCENTILES
 from ftmtl.inbreast.preprocess import Transform, breast_bbox, normalise_14bit, prepare_image
 
 
@@ -66,10 +67,14 @@ def test_prepare_without_resize_is_a_plain_crop():
     image, breast = half_disc_image()
     masks = np.zeros(image.shape + (1,), dtype=bool)
     masks[50:60, 10:20, 0] = True
-    prepared, out_masks, transform = prepare_image(image, masks, 14)
+    prepared, out_masks, transform = prepare_image(image, masks, 14, window="full_range")
     y1, x1, y2, x2 = transform.crop
     assert prepared.dtype == np.float32 and prepared.shape == (y2 - y1, x2 - x1)
     np.testing.assert_allclose(prepared, image[y1:y2, x1:x2] / 16383.0, rtol=1e-6)
+    by_percentile = prepare_image(image, masks, 14)[0]  # the default window: the crop's own
+    low, high = np.percentile(image[y1:y2, x1:x2], PERCENTILES)
+    np.testing.assert_allclose(by_percentile, np.clip((image[y1:y2, x1:x2] - low)
+                                                      / (high - low), 0, 1), atol=1e-6)
     np.testing.assert_array_equal(out_masks, masks[y1:y2, x1:x2])
     assert transform.scale == (1.0, 1.0)
 

@@ -35,6 +35,7 @@ from ftmtl.datasets.instances import (
     inside,
 )
 from ftmtl.datasets.labels import LabelMap
+from ftmtl.inbreast.intensity import DEFAULT_WINDOW
 
 DEFAULT_ANNOTATIONS = "annotations.json"
 MAX_JSON_BYTES = 512 * 2**20
@@ -55,18 +56,19 @@ class CocoDataset(InstanceDataset):
         subset_file_names: Iterable[str] | None = None,
         image_size: int | None = None,
         bits_stored: int | None = None,
+        window: str = DEFAULT_WINDOW,
     ) -> None:
         """Register the images of ``annotations`` (default ``root/annotations.json``) whose
         files exist under ``root``; call ``prepare()`` after.
 
         ``label_map`` maps category names to benign / malignant / ignore (a dict or
         ``"name=label,..."``); ``subset_file_names`` keeps those images (by ``file_name``);
-        ``image_size`` as in ``INbreastDataset.load_inbreast``; ``bits_stored`` the bits the
-        values of 16-bit raster images use (``ftmtl.datasets.images``).
+        ``image_size`` and ``window`` as in ``INbreastDataset.load_inbreast``; ``bits_stored``
+        the bits the values of 16-bit raster images use (``ftmtl.datasets.images``).
         """
         path = Path(annotations) if annotations is not None else Path(root) / DEFAULT_ANNOTATIONS
         images = read_coco(path, root, LabelMap(label_map), bits_stored)
-        self.add_images(images, path, subset_file_names, image_size)
+        self.add_images(images, path, subset_file_names, image_size, window)
 
 
 def read_coco(path: str | os.PathLike, root: str | os.PathLike, labels: LabelMap,

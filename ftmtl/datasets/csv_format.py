@@ -38,6 +38,7 @@ from ftmtl.datasets.instances import (
     inside,
 )
 from ftmtl.datasets.labels import LabelMap, parse_pairs
+from ftmtl.inbreast.intensity import DEFAULT_WINDOW
 
 DEFAULT_ANNOTATIONS = "annotations.csv"
 BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")
@@ -60,6 +61,7 @@ class CsvDataset(InstanceDataset):
         subset_file_names: Iterable[str] | None = None,
         image_size: int | None = None,
         bits_stored: int | None = None,
+        window: str = DEFAULT_WINDOW,
     ) -> None:
         """Register the images of ``annotations`` (default ``root/annotations.csv``) whose
         files exist under ``root``; call ``prepare()`` after.
@@ -71,7 +73,7 @@ class CsvDataset(InstanceDataset):
         path = Path(annotations) if annotations is not None else Path(root) / DEFAULT_ANNOTATIONS
         images = read_csv_annotations(path, root, column_names(columns), LabelMap(label_map),
                                       bits_stored)
-        self.add_images(images, path, subset_file_names, image_size)
+        self.add_images(images, path, subset_file_names, image_size, window)
 
 
 def column_names(columns: Mapping[str, str] | str | None) -> dict[str, str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ftmtl.inbreast.dicom_io import read_dicom
+from ftmtl.inbreast.intensity import VoiFunction, file_voi
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,9 @@ def is_raster(path: str | os.PathLike) -> bool:
 
 
 def read_pixels(path: str | os.PathLike, bits_stored: int | None = None
-                ) -> tuple[np.ndarray, int]:
-    """(stored values uint16 [H, W], bits they use) of a DICOM or raster image file.
+                ) -> tuple[np.ndarray, int, VoiFunction | None]:
+    """(stored values uint16 [H, W], bits they use, the file's own intensity window or None)
+    of a DICOM or raster image file (raster files carry no window).
 
     ``bits_stored`` applies to raster files only (DICOMs say it themselves). Colour raster
     files are averaged to gray (with a warning when the channels differ); an alpha channel is
@@ -44,7 +46,7 @@ def read_pixels(path: str | os.PathLike, bits_stored: int | None = None
     path = Path(path)
     if not is_raster(path):
         dicom = read_dicom(path)
-        return dicom.pixels, dicom.bits_stored
+        return dicom.pixels, dicom.bits_stored, file_voi(dicom)
     image = _gray(_read_raster(path), path)
     bits = _RASTER_BITS.get(image.dtype)
     if bits is None:
@@ -59,7 +61,7 @@ def read_pixels(path: str | os.PathLike, bits_stored: int | None = None
             logger.warning("%s: values up to %d, above the %d bits_stored allows; they are "
                            "clipped", path, top, bits_stored)
         bits = bits_stored
-    return image.astype(np.uint16), bits
+    return image.astype(np.uint16), bits, None
 
 
 def read_mask_file(path: str | os.PathLike) -> np.ndarray:

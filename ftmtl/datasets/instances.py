@@ -36,6 +36,7 @@ from ftmtl.datasets.images import read_mask_file, read_pixels
 from ftmtl.datasets.reporting import excluded_counts, image_counts, warn_missing
 from ftmtl.inbreast.dataset import CLASS_IDS
 from ftmtl.inbreast.filenames import safe_join
+from ftmtl.inbreast.intensity import DEFAULT_WINDOW, check_window
 from ftmtl.inbreast.preprocess import Transform, prepare_image
 from mrcnn.dataset import Dataset
 
@@ -151,14 +152,18 @@ class InstanceDataset(Dataset):
                  cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         super().__init__(class_map)
         self.image_size: int | None = None
+        self.intensity_window: str = DEFAULT_WINDOW
         self._cache = PreparedCache(cache_bytes)
 
     # ------------------------------------------------------------------------- loading
     def add_images(self, images: Sequence[AnnotatedImage], annotations: str | os.PathLike,
-                   subset: Iterable[str] | None, image_size: int | None) -> None:
+                   subset: Iterable[str] | None, image_size: int | None,
+                   window: str = DEFAULT_WINDOW) -> None:
         """Register the images (those of ``subset``, by file name, when given) whose files
-        exist; one warning counts those that do not (a partial copy)."""
+        exist; one warning counts those that do not (a partial copy). ``image_size`` and
+        ``window`` prepare them as ``INbreastDataset.load_inbreast`` does."""
         self.image_size = image_size
+        self.intensity_window = check_window(window, "add_images: window")
         for name, class_id in CLASS_IDS.items():
             self.add_class(self.source, class_id, name)
         chosen = _select(images, subset, annotations)
@@ -212,7 +217,8 @@ class InstanceDataset(Dataset):
 
     def _prepared(self, image_id: int) -> Prepared:
         info = self.image_info[image_id]
-        return self._cache.get(info["file_name"], lambda: _prepare(info, self.image_size))
+        return self._cache.get(info["file_name"], lambda: _prepare(info, self.image_size,
+                                                                    self.intensity_window))
 
     # -------------------------------------------------------------------------- counts
     def summary(self) -> dict[str, Any]:
@@ -241,8 +247,8 @@ def _stack(instances: Sequence[Instance], shape: tuple[int, int]) -> np.ndarray:
     return stack
 
 
-def _prepare(info: Mapping[str, Any], image_size: int | None) -> Prepared:
-    pixels, bits = read_pixels(info["path"], info["bits_stored"])
+def _prepare(info: Mapping[str, Any], image_size: int | None, window: str) -> Prepared:
+    pixels, bits, voi = read_pixels(info["path"], info["bits_stored"])
     declared = info["declared_shape"]
     if declared is not None and tuple(declared) != pixels.shape:
         raise AnnotationFormatError(
@@ -250,4 +256,5 @@ def _prepare(info: Mapping[str, Any], image_size: int | None) -> Prepared:
             f"{declared[0]}x{declared[1]} (height x width) but {info['path']} is "
             f"{pixels.shape[0]}x{pixels.shape[1]}")
     masks = _stack(info["masses"], pixels.shape)
-    return prepare_image(pixels, masks, bits, image_size)
+    return prepare_image(pixels, masks, bits, image_size, window,
+                         voi if window == "dicom" else None)

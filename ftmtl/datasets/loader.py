@@ -18,6 +18,7 @@ from typing import Any
 from ftmtl.datasets.coco_format import CocoDataset
 from ftmtl.datasets.csv_format import CsvDataset
 from ftmtl.inbreast.dataset import INbreastDataset
+from ftmtl.inbreast.intensity import DEFAULT_WINDOW
 from ftmtl.inbreast.masks import MASS_NAMES
 
 INBREAST, COCO, CSV = "inbreast", "coco", "csv"
@@ -64,9 +65,11 @@ def as_spec(dataset: DatasetSpec | str | os.PathLike) -> DatasetSpec:
 
 
 def load_dataset(dataset: DatasetSpec | str | os.PathLike, image_size: int | None,
-                 subset: Sequence[str] | None = None, progress: bool = False) -> Any:
+                 subset: Sequence[str] | None = None, progress: bool = False,
+                 window: str = DEFAULT_WINDOW) -> Any:
     """The prepared dataset (images, or only those of ``subset`` by file name) of a spec or an
-    INbreast folder, its images prepared at ``image_size``; ValueError when none is usable.
+    INbreast folder, its images prepared at ``image_size`` through the intensity ``window``
+    (``ftmtl.inbreast.intensity``); ValueError when none is usable.
 
     ``progress`` (off by default: Python callers stay quiet) shows the reading of an INbreast
     folder, an XML and a DICOM header an image (seconds for hundreds of images); COCO and
@@ -76,15 +79,15 @@ def load_dataset(dataset: DatasetSpec | str | os.PathLike, image_size: int | Non
         loaded: Any = INbreastDataset()
         loaded.load_inbreast(spec.root, subset_file_names=subset, image_size=image_size,
                              mass_names=tuple(spec.mass_names or MASS_NAMES),
-                             progress=progress)
+                             progress=progress, window=window)
     elif spec.format == COCO:
         loaded = CocoDataset()
         loaded.load_coco(spec.root, spec.annotations, spec.label_map, subset, image_size,
-                         spec.bits_stored)
+                         spec.bits_stored, window)
     else:
         loaded = CsvDataset()
         loaded.load_csv(spec.root, spec.annotations, spec.columns, spec.label_map, subset,
-                        image_size, spec.bits_stored)
+                        image_size, spec.bits_stored, window)
     loaded.prepare()
     if not len(loaded.image_ids):
         raise ValueError(f"{Path(spec.root)}: no usable images ({spec.format} format)")

@@ -22,6 +22,7 @@ from ftmtl.datasets.cache import DEFAULT_CACHE_BYTES, Prepared, PreparedCache
 from ftmtl.datasets.reporting import excluded_counts, image_counts, warn_missing
 from ftmtl.inbreast.dicom_io import read_dicom, read_dicom_shape
 from ftmtl.inbreast.filenames import index_dicoms, parse_dicom_name, safe_join
+from ftmtl.inbreast.intensity import DEFAULT_WINDOW, check_window, file_voi
 from ftmtl.inbreast.masks import (
     MASS_NAMES,
     MASS_NAMES_SPICULATED,
@@ -59,6 +60,7 @@ class INbreastDataset(Dataset):
                  cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         super().__init__(class_map)
         self.image_size: int | None = None
+        self.intensity_window: str = DEFAULT_WINDOW
         self.mass_names: tuple[str, ...] = MASS_NAMES
         self._cache = PreparedCache(cache_bytes, cache_size)
 
@@ -72,6 +74,7 @@ class INbreastDataset(Dataset):
         per_mass: bool = False,
         image_size: int | None = None,
         progress: bool = False,
+        window: str = DEFAULT_WINDOW,
     ) -> None:
         """Register the images (or masses) of an INbreast folder.
 
@@ -79,13 +82,16 @@ class INbreastDataset(Dataset):
         Names read as masses (add ``MASS_NAMES_SPICULATED`` for the Spiculated Region ROIs);
         ``include_normals`` keeps images without masses as negatives; ``per_mass`` gives one
         sample per mass; ``image_size`` resizes prepared images so their long side has that
-        many pixels (None: full size). ``progress`` shows the images read on stderr
-        (``mrcnn.progress.Progress``); off by default, so that Python callers stay quiet.
+        many pixels (None: full size); ``window`` is the intensity window
+        (``ftmtl.inbreast.intensity``: "percentile", "dicom" or "full_range"). ``progress``
+        shows the images read on stderr (``mrcnn.progress.Progress``); off by default, so
+        that Python callers stay quiet.
         Reading takes each image's ROIs and DICOM header, not its pixels: images are prepared
         when first used (a training epoch, a prediction).
         """
         root = Path(root)
         self.image_size = image_size
+        self.intensity_window = check_window(window, "load_inbreast: window")
         self.mass_names = tuple(mass_names)
         for name, class_id in CLASS_IDS.items():
             self.add_class(SOURCE, class_id, name)
@@ -142,7 +148,8 @@ class INbreastDataset(Dataset):
 
     def _prepared(self, image_id: int) -> Prepared:
         info = self.image_info[image_id]
-        return self._cache.get(info["file_name"], lambda: _prepare(info, self.image_size))
+        return self._cache.get(info["file_name"], lambda: _prepare(info, self.image_size,
+                                                                    self.intensity_window))
 
     # -------------------------------------------------------------------------- counts
     def summary(self) -> dict[str, Any]:
@@ -196,10 +203,11 @@ def _warn_without_dicom(records: list[CaseRecord], dicoms: dict[str, Path]) -> N
                  len(records))
 
 
-def _prepare(info: dict[str, Any], image_size: int | None) -> Prepared:
+def _prepare(info: dict[str, Any], image_size: int | None, window: str) -> Prepared:
     dicom = read_dicom(info["path"])
     masks = _rasterise(info["masses"], dicom.shape, str(info["xml"]))
-    return prepare_image(dicom.pixels, masks, dicom.bits_stored, image_size)
+    return prepare_image(dicom.pixels, masks, dicom.bits_stored, image_size, window,
+                         file_voi(dicom) if window == "dicom" else None)
 
 
 def _image_info(record: CaseRecord, dicom_path: Path, xml_folder: Path,

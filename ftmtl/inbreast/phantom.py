@@ -8,7 +8,12 @@ row, in full-resolution pixels, and a pixel ``(r, c)`` is inside a polygon when 
 Orientation (as displayed back to back): a left breast has its chest wall at the left image edge
 (column 0), a right breast at the right edge. The pectoral muscle of a mediolateral-oblique view
 is a bright triangle in the upper chest-wall corner. Intensities are 14-bit (0..16383), brighter
-means denser (MONOCHROME2).
+means denser (MONOCHROME2), in the range of real INbreast files: their tissue lies between about
+1,000 and 3,000, mass regions average about 1,300-2,100 with maxima of about 2,900 or less (the
+statistics of the real ROI files). Fat sits near 950, dense tissue near 1,850, the muscle a
+little above; ``tests/test_inbreast_synthetic.py`` checks the generated statistics against
+these targets. ``render_view``'s ``intensity_scale`` renders the same view at another detector
+gain (robustness checks of the intensity window).
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ logger = logging.getLogger(__name__)
 
 MAX_VALUE = 2**14 - 1
 BACKGROUND_LEVEL = 40.0
-FAT_LEVEL = 4200.0
-GLAND_LEVEL = 9800.0
-PECTORAL_LEVEL = 10800.0
-SKIN_BOOST = 2600.0
-QUANTUM_NOISE = 25.0
+FAT_LEVEL = 950.0
+GLAND_LEVEL = 1850.0
+PECTORAL_LEVEL = 2020.0
+SKIN_BOOST = 440.0
+MUSCLE_TEXTURE = 75.0  # std of the muscle's own texture
+QUANTUM_NOISE = 4.2
 
 MIN_MASS_MM = 5.0
 MAX_MASS_MM = 30.0
@@ -137,15 +143,17 @@ def tissue_image(maps: BreastMaps, acr: int, pixel_spacing_mm: float,
                      BACKGROUND_LEVEL + thickness * (tissue - BACKGROUND_LEVEL) + skin,
                      BACKGROUND_LEVEL)
     if maps.pectoral.any():
-        muscle = PECTORAL_LEVEL + 450.0 * power_law_noise(shape, beta - 0.5, rng)
+        muscle = PECTORAL_LEVEL + MUSCLE_TEXTURE * power_law_noise(shape, beta - 0.5, rng)
         weight = ndimage.gaussian_filter(maps.pectoral.astype(np.float64), 1.2)
         image = (1.0 - weight) * image + weight * np.where(maps.breast, muscle, BACKGROUND_LEVEL)
     return image
 
 
-def finish_image(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Add quantum noise and quantise to 14-bit values in 16-bit words."""
-    noisy = image + rng.normal(0.0, QUANTUM_NOISE, image.shape)
+def finish_image(image: np.ndarray, rng: np.random.Generator, intensity_scale: float = 1.0
+                 ) -> np.ndarray:
+    """Add quantum noise, multiply by ``intensity_scale`` (a detector's gain: signal and noise
+    alike) and quantise to 14-bit values in 16-bit words."""
+    noisy = (image + rng.normal(0.0, QUANTUM_NOISE, image.shape)) * intensity_scale
     return np.clip(np.rint(noisy), 0, MAX_VALUE).astype(np.uint16)
 
 
@@ -380,11 +388,13 @@ def as_written(xy: np.ndarray) -> np.ndarray:
 
 def render_view(image_shape: tuple[int, int], laterality: str, view: str, acr: int,
                 mass_shapes: list[MassShape], n_calcifications: int, pixel_spacing_mm: float,
-                rng: np.random.Generator, overhang: bool = False) -> ViewPhantom:
+                rng: np.random.Generator, overhang: bool = False,
+                intensity_scale: float = 1.0) -> ViewPhantom:
     """Draw one view: breast, tissue, the given masses at random spots, calcifications, noise.
 
     With ``overhang`` the first mass touches the chest wall and one polygon point lies 3 px
-    outside the image; its mask is clipped to the image.
+    outside the image; its mask is clipped to the image. ``intensity_scale`` multiplies the
+    finished values (``finish_image``); the random draws do not depend on it.
     """
     maps = breast_maps(image_shape, laterality, view, rng)
     image = tissue_image(maps, acr, pixel_spacing_mm, rng)
@@ -416,7 +426,7 @@ def render_view(image_shape: tuple[int, int], laterality: str, view: str, acr: i
     points = calcification_points(maps, n_calcifications, pixel_spacing_mm, rng)
     amplitude = rng.uniform(0.35, 0.7, len(points)) * (GLAND_LEVEL - FAT_LEVEL)
     render_calcifications(image, points, amplitude, max(0.35 / pixel_spacing_mm, 0.6))
-    pixels = finish_image(image, rng)
+    pixels = finish_image(image, rng, intensity_scale)
     return ViewPhantom(pixels, maps, masses, points, overhang_mass)
 
 

@@ -1,4 +1,4 @@
-"""Breast crop, intensity normalisation and resizing, with the record of the geometry.
+"""Breast crop, resizing and intensity window, with the record of the geometry.
 
 A ``Transform`` remembers the crop and scale so that boxes and masks found on the prepared
 image can be taken back to the original DICOM pixels (evaluation is at full resolution).
@@ -15,6 +15,14 @@ import numpy as np
 import scipy.ndimage as ndi
 import skimage.filters
 import skimage.transform
+
+from ftmtl.inbreast.intensity import (
+    DEFAULT_WINDOW,
+    VoiFunction,
+    apply_window,
+    check_window,
+    full_range,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +109,9 @@ def breast_bbox(image: np.ndarray, margin: float = 0.01) -> tuple[int, int, int,
 
 
 def normalise_14bit(image: np.ndarray, bits_stored: int = 14) -> np.ndarray:
-    """Stored values -> float32 in [0, 1], dividing by the largest value ``bits_stored`` holds."""
-    top = float(2**bits_stored - 1)
-    return np.clip(np.asarray(image, dtype=np.float32) / top, 0.0, 1.0).astype(np.float32)
+    """Stored values -> float32 in [0, 1], dividing by the largest value ``bits_stored`` holds
+    (the ``"full_range"`` window of ``ftmtl.inbreast.intensity``)."""
+    return full_range(image, bits_stored)
 
 
 def prepare_image(
@@ -111,12 +119,19 @@ def prepare_image(
     masks: np.ndarray | None,
     bits_stored: int,
     target_size: int | None = None,
+    window: str = DEFAULT_WINDOW,
+    voi: VoiFunction | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Transform]:
-    """Crop to the breast, normalise to [0, 1], optionally resize so the long side is target_size.
+    """Crop to the breast, optionally resize so the long side is target_size, then map the
+    intensities to [0, 1] through ``window`` (``ftmtl.inbreast.intensity``; ``voi`` is the
+    file's own window for ``"dicom"``).
 
-    The crop always keeps every mask whole. Returns (image float32 [h, w], masks bool [h, w, N],
-    Transform). A mass that resizing would erase keeps the pixel at its centre.
+    The window is read on the resized image, so an exported model that takes resized stored
+    values computes the same one. The crop always keeps every mask whole. Returns (image
+    float32 [h, w], masks bool [h, w, N], Transform). A mass that resizing would erase keeps
+    the pixel at its centre.
     """
+    check_window(window, "prepare_image: window")
     pixels = np.asarray(pixels)
     height, width = pixels.shape[:2]
     if masks is None:
@@ -126,7 +141,7 @@ def prepare_image(
         raise ValueError(f"prepare_image: masks {masks.shape[:2]} differ from image "
                          f"{(height, width)}")
     y1, x1, y2, x2 = _union_with_masks(breast_bbox(pixels), masks)
-    image = normalise_14bit(pixels[y1:y2, x1:x2], bits_stored)
+    image = pixels[y1:y2, x1:x2].astype(np.float32)
     cropped_masks = masks[y1:y2, x1:x2]
     output_shape = _output_shape((y2 - y1, x2 - x1), target_size)
     if output_shape != image.shape:
@@ -135,6 +150,7 @@ def prepare_image(
             preserve_range=True,
         ).astype(np.float32)
         cropped_masks = _resize_masks(cropped_masks, output_shape)
+    image = apply_window(image, window, bits_stored, voi)
     transform = Transform((height, width), (int(y1), int(x1), int(y2), int(x2)), output_shape)
     return image, cropped_masks, transform
 

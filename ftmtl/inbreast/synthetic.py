@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 REAL_SHAPES = ((3328, 2560), (4084, 3328))  # (rows, cols) of the two INbreast detector formats
 FIELD_HEIGHT_MM = 230.0
 MIN_IMAGE_SIDE = 64
+# The largest intensity_scale: the brightest tissue (about 2,500) must stay below 2**14.
+MAX_INTENSITY_SCALE = 5.0
 CSV_NAME = "INbreast.csv"
 DICOM_DIR = "AllDICOMs"
 XML_DIR = "AllXML"
@@ -129,6 +131,7 @@ class SyntheticManifest:
     pixel_spacing_mm: float
     difficulty: float
     normal_fraction: float
+    intensity_scale: float = 1.0
 
     def counts(self) -> dict[str, int]:
         """Images, patients, masses; benign/malignant/normal count images (BI-RADS classes)."""
@@ -171,7 +174,7 @@ class SyntheticManifest:
             "generator": "ftmtl.inbreast.synthetic", "seed": self.seed,
             "image_shape": list(self.image_shape), "pixel_spacing_mm": self.pixel_spacing_mm,
             "difficulty": self.difficulty, "normal_fraction": self.normal_fraction,
-            "counts": self.counts(), "images": images,
+            "intensity_scale": self.intensity_scale, "counts": self.counts(), "images": images,
         }
         return json.dumps(document, indent=1) + "\n"
 
@@ -196,7 +199,8 @@ def read_manifest(out_dir: str | Path) -> SyntheticManifest:
             entry["label"], masses, calcs, list(entry["faults"])))
     return SyntheticManifest(out_dir, images, int(document["seed"]), shape,
                              float(document["pixel_spacing_mm"]), float(document["difficulty"]),
-                             float(document["normal_fraction"]))
+                             float(document["normal_fraction"]),
+                             float(document.get("intensity_scale", 1.0)))
 
 
 # ---------------------------------------------------------------------------- planning
@@ -268,8 +272,8 @@ def _plan_breasts(n_patients: int, seed: int, difficulty: float, normal_fraction
 def generate_synthetic_inbreast(out_dir: str | Path, n_patients: int = 8, seed: int = 0,
                                 image_shape: Sequence[int] = (416, 320), difficulty: float = 0.5,
                                 normal_fraction: float = 0.25, faults: bool = True,
-                                overwrite: bool = False, progress: bool = False
-                                ) -> SyntheticManifest:
+                                overwrite: bool = False, progress: bool = False,
+                                intensity_scale: float = 1.0) -> SyntheticManifest:
     """Write a synthetic INbreast (CSV, DICOMs, XMLs, manifest.json) to ``out_dir``.
 
     The same arguments give byte-identical files. ``difficulty`` (0..1) lowers mass contrast and
@@ -278,8 +282,13 @@ def generate_synthetic_inbreast(out_dir: str | Path, n_patients: int = 8, seed: 
     DICOMs or XMLs is refused unless ``overwrite``, which deletes those files first.
     ``progress`` shows the images written on stderr (``mrcnn.progress.Progress``: a bar on a
     terminal, a few lines in a log); off by default, so that Python callers stay quiet.
+    ``intensity_scale`` multiplies every stored value (another detector gain; the same
+    anatomy, masses and files otherwise): robustness checks of the intensity window.
     """
     shape = _check_arguments(n_patients, seed, image_shape, difficulty, normal_fraction)
+    if not 0.0 < intensity_scale <= MAX_INTENSITY_SCALE:
+        raise ValueError(f"generate_synthetic_inbreast: intensity_scale must be in "
+                         f"(0, {MAX_INTENSITY_SCALE}], got {intensity_scale!r}")
     out_dir = Path(out_dir)
     _prepare_folders(out_dir, overwrite)
     spacing = FIELD_HEIGHT_MM / shape[0]
@@ -306,7 +315,8 @@ def generate_synthetic_inbreast(out_dir: str | Path, n_patients: int = 8, seed: 
             view_rng = _rng(seed, 2, plan.patient, plan.side, index % 2)
             drawn = phantom.render_view(shape, laterality, view, acr, plan.mass_shapes,
                                         plan.n_calcifications, spacing, view_rng,
-                                        overhang=index == overhang_image)
+                                        overhang=index == overhang_image,
+                                        intensity_scale=intensity_scale)
             image = SyntheticImage(
                 file_name=file_names[index],
                 dicom_name="",
@@ -333,7 +343,7 @@ def generate_synthetic_inbreast(out_dir: str | Path, n_patients: int = 8, seed: 
             bar.update()
 
     manifest = SyntheticManifest(out_dir, images, seed, shape, spacing, float(difficulty),
-                                 float(normal_fraction))
+                                 float(normal_fraction), float(intensity_scale))
     (out_dir / CSV_NAME).write_bytes(_csv_bytes(images))
     (out_dir / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
     logger.info("synthetic INbreast in %s: %s", out_dir, manifest.counts())
