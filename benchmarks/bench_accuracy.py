@@ -48,17 +48,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import common
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-
-if str(common.REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(common.REPO_ROOT))
-
-from ftmtl.cli import (  # noqa: E402  (no TensorFlow at import)
-    DEMO_DATA,
-    DEMO_RUN,
+from ftmtl.cli import (  # no TensorFlow at import
     MODEL_NAMES,
     PRESET_NAMES,
     add_budget_options,
@@ -68,7 +61,8 @@ from ftmtl.cli import (  # noqa: E402  (no TensorFlow at import)
     override_arg,
     positive_int,
 )
-from ftmtl.datasets.reporting import summary_line  # noqa: E402
+from ftmtl.datasets.reporting import summary_line
+from ftmtl.demo_recipe import DEMO_DATA, DEMO_RUN
 
 # ------------------------------------------------------------------ defaults (to be tuned)
 DEFAULT_PRESET = "fpn_cpu"

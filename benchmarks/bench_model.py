@@ -27,8 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 PRESETS = ("paper", "fpn")
 MODELS = ("ftmtl", "maskrcnn")

@@ -3,9 +3,13 @@
 A batch is what ``MaskRCNN.train`` feeds the model: ``mrcnn.data.DataGenerator`` reads each
 DICOM, crops the breast, rasterises the masses, resizes to ``--size`` px, applies
 ``mrcnn.augmentation.default_augmentation`` (2 to 5 of rotate, flip, zoom, crop, contrast,
-blur), builds mini masks and RPN targets. The batches are drawn the way ``fit`` draws them
-(Keras' ``PyDatasetAdapter``: an ordered thread pool of ``workers``; ``--processes`` adds the
-multiprocessing variant), with 1, 2 and 4 workers.
+blur), builds mini masks and RPN targets. The batches are drawn the way ``fit`` draws them, in
+order, with 1, 2 and 4 workers: one worker builds them in the calling thread, more share a
+thread pool that keeps up to ``max_queue_size`` batches ahead (``--processes`` adds the
+process-pool variant, ``use_multiprocessing=True``). Keras' own enqueuer is not public API, so
+``ordered_batches`` is a small pool of our own (``concurrent.futures``) driven only by the
+generator's public ``keras.utils.PyDataset`` interface (``__len__``, ``__getitem__``,
+``workers``, ``use_multiprocessing``, ``max_queue_size``).
 
 Beside the throughput it prints where one image's time goes (cProfile of single-threaded
 batches), and compares the pipeline's images/s with the images/s one training step consumes
@@ -27,11 +31,16 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
+
+if TYPE_CHECKING:
+    import keras
 
 SEED = 0
 # Stages of one training image, by function name (cumulative time per image in the profile).
@@ -84,20 +93,54 @@ def generator(dataset, config, steps: int, workers: int, processes: bool, seed: 
                          use_multiprocessing=processes)
 
 
-def throughput(dataset, config, steps: int, workers: int, processes: bool) -> dict[str, Any]:
-    """Images/s through Keras' PyDatasetAdapter (fit's path), from the iterator's start to
-    its last batch (the workers fill a queue ahead, so gaps between batches alone would
-    overstate a pool that prefetched most of a short run)."""
-    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+# The generator a process worker builds batches from (set once by its pool's initializer).
+_worker_generator: Any = None
 
+
+def _keep_generator(gen: keras.utils.PyDataset) -> None:
+    """Process-pool initializer: the worker keeps its copy of the generator."""
+    global _worker_generator
+    _worker_generator = gen
+
+
+def _worker_batch(index: int) -> Any:
+    return _worker_generator[index]
+
+
+def ordered_batches(gen: keras.utils.PyDataset) -> Iterator[Any]:
+    """Every batch of the ``keras.utils.PyDataset`` ``gen``, in order, built as fit builds
+    them: in this thread with one thread worker, else by ``gen.workers`` threads (processes
+    with ``gen.use_multiprocessing``) kept up to ``gen.max_queue_size`` batches ahead. The pool
+    starts at the first batch, so its start-up counts, as it does in fit."""
+    if gen.workers <= 1 and not gen.use_multiprocessing:
+        for index in range(len(gen)):
+            yield gen[index]
+        return
+    if gen.use_multiprocessing:
+        pool = ProcessPoolExecutor(gen.workers, initializer=_keep_generator, initargs=(gen,))
+        build = _worker_batch
+    else:
+        pool = ThreadPoolExecutor(gen.workers)
+        build = gen.__getitem__
+    with pool:
+        ahead: deque[Future] = deque()
+        for index in range(len(gen)):
+            ahead.append(pool.submit(build, index))
+            if len(ahead) > gen.max_queue_size:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+
+def throughput(dataset, config, steps: int, workers: int, processes: bool) -> dict[str, Any]:
+    """Images/s of the generator's batches as fit draws them (``ordered_batches``), from the
+    iteration's start to its last batch (the workers fill a queue ahead, so gaps between
+    batches alone would overstate a pool that prefetched most of a short run)."""
     gen = generator(dataset, config, steps, workers, processes, seed=SEED + workers)
-    adapter = PyDatasetAdapter(gen, shuffle=False)
-    adapter.on_epoch_begin()
     stamps = []
     start = time.perf_counter()
-    for _ in adapter.get_numpy_iterator():
+    for _ in ordered_batches(gen):
         stamps.append(time.perf_counter())
-    adapter.on_epoch_end()
     per_batch = (stamps[-1] - start) / len(stamps)
     return {"workers": workers, "processes": processes, "batches": len(stamps),
             "first_batch_s": stamps[0] - start, "s_per_batch": per_batch,

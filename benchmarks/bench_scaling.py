@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 SIZES = (256, 512, 1024)
 PROPOSALS = (100, 300, 1000)

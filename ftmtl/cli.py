@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ftmtl.demo_recipe import DEMO_DATA, DEMO_QUICK_DATA, DEMO_QUICK_RUN, DEMO_RUN
 from ftmtl.starting_weights import (  # no TensorFlow at import
     COCO,
     IMAGENET,
@@ -49,30 +50,6 @@ EVALUATE_TABLE = ("n_cases", "n_labelled", "n_detected", "n_masses", "auc", "auc
                   "tpr_at_fpi", "dice_mean", "box_map50")
 # Exit codes: 0 success, 1 some inputs failed (detect), 2 bad arguments or unusable input.
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
-
-# The demo: a CPU-sized synthetic INbreast and the first fold of a 2-fold cross-validation
-# (both models trained on 12 patients and tested on 12 others) in about 15 minutes on two
-# cores (--quick: a smoke test of a minute or two). One fold with a long schedule instead of
-# every fold with a short one: the recipe needs 1,200-2,400 steps before the masses show (600
-# steps found a third of them), and 2 models x 2 folds of that do not fit in 15 minutes.
-# `demo --all-folds` trains the other fold too (a rerun into the same --out adds it).
-# It trains with fpn_cpu's own recipe (GroupNorm, Adam, one joint stage with warm-up and
-# cosine decay, 128-px crops of images prepared at 384 px, augmentation, class-balanced
-# sampling; docs/training.md) for DEMO_EPOCHS of its 50 steps. Detections are kept from
-# confidence 0.05, so the FROC has a curve to read.
-# --quick runs every step (synthetic data, both models, two folds, training, evaluation, tables
-# and plots) with one or two steps an epoch, on the C4 layout (paper_cpu), whose graphs build in
-# about half the time of the pyramid's: building them is most of a tiny run.
-DEMO_DATA = {"n_patients": 24, "image_shape": (416, 320), "difficulty": 0.5}
-DEMO_QUICK_DATA = {"n_patients": 4, "image_shape": (256, 192), "difficulty": 0.5}
-_DEMO_COMMON = {"preset": "fpn_cpu", "augmentation": True,
-                "config_overrides": {"DETECTION_MIN_CONFIDENCE": 0.05}}
-DEMO_EPOCHS = 25
-DEMO_RUN = {**_DEMO_COMMON, "folds": 2, "only_folds": (0,), "schedule_epochs": DEMO_EPOCHS,
-            "steps_per_epoch": None, "image_size": None}
-DEMO_QUICK_RUN = {**_DEMO_COMMON, "preset": "paper_cpu", "folds": 2, "schedule_epochs": 1,
-                  "steps_per_epoch": 2, "image_size": 64,
-                  "config_overrides": {"DETECTION_MIN_CONFIDENCE": 0.05, "IMAGE_MIN_DIM": 64}}
 
 
 # ---------------------------------------------------------------------------- logging

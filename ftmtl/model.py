@@ -42,7 +42,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
@@ -65,14 +64,13 @@ from mrcnn.detection import (
     window_from_meta,
 )
 from mrcnn.heads import (
+    box_head_model,
     classifier,
     head_initializer,
     mask_head,
-    matterport_box_head,
-    paper_box_head,
     roi_features,
 )
-from mrcnn.model import MaskRCNN, to_original_pixels
+from mrcnn.model import MaskRCNN
 from mrcnn.precision import Float32Layer
 from mrcnn.targets import valid_roi_mask
 
@@ -341,21 +339,12 @@ class FTMTLNet(MaskRCNN):
             [class_feature, transfer])
         return classifier(feature, config, init, name=FTMTL_CLASSIFIER_LAYER)
 
-    def build_box_head_model(self, roi_feature) -> keras.Model:
-        """The configured box/class head as one model, so it can run on the proposals and again
-        on the refined boxes with the same weights: ROI feature -> (class feature, deltas)."""
-        num_rois = int(roi_feature.shape[1])
-        feature = keras.Input(tuple(roi_feature.shape[1:]), name="mrcnn_box_head_input")
-        head = paper_box_head if self.config.HEAD_LAYOUT == "paper" else matterport_box_head
-        class_feature, deltas = head(feature, num_rois, self.config)
-        return keras.Model(feature, [class_feature, deltas], name="mrcnn_box_head")
-
     def build_inference_heads(self, rois, mrcnn_maps, image_meta) -> dict[str, Any]:
         """The paper's sequential order; see the module docstring."""
         config = self.config
         proposal_feature = roi_features(rois, mrcnn_maps, image_meta, config.POOL_SIZE,
                                         name="roi_align_classifier")
-        box_model = self.build_box_head_model(proposal_feature)
+        box_model = box_head_model(proposal_feature, config)
         _, deltas = box_model(proposal_feature)
         refined = RefineProposals(config.BBOX_STD_DEV, name="mrcnn_refined_rois")(
             [rois, deltas, image_meta])
@@ -392,22 +381,10 @@ class FTMTLNet(MaskRCNN):
 
     def image_result(self, outputs: dict[str, np.ndarray], index: int, image_shape,
                      molded_shape, window) -> dict[str, np.ndarray]:
-        detections = outputs["detections"][index]
         result = super().image_result(outputs, index, image_shape, molded_shape, window)
-        rows = returned_rows(detections, image_shape, molded_shape, window)
-        if rows.size != len(result["class_ids"]):
-            raise RuntimeError("FTMTLNet.detect: MaskRCNN.unmold_detections kept "
-                               f"{len(result['class_ids'])} detections, expected {rows.size}; "
-                               "update ftmtl.model.returned_rows")
+        rows = self.returned_rows(outputs["detections"][index], image_shape, molded_shape,
+                                  window)
         result["class_probs"] = outputs["detection_probs"][index][rows].astype(np.float32)
         result["case_score"] = float(outputs["case_score"][index])
         return result
 
-
-def returned_rows(detections: np.ndarray, image_shape, molded_shape, window) -> np.ndarray:
-    """Indices of the detection rows ``MaskRCNN.unmold_detections`` returns: real rows whose
-    box keeps a positive area in the original image."""
-    real = np.flatnonzero(detections[:, 4] > 0)
-    boxes = to_original_pixels(detections[real, :4], molded_shape, window, image_shape)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return real[area > 0]

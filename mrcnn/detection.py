@@ -90,8 +90,9 @@ def detection_settings(config) -> dict[str, Any]:
 
 
 def split_layer_config(layer_config: dict[str, Any]) -> tuple[SimpleNamespace, dict[str, Any]]:
-    """A detection layer's saved config -> (its settings as a config-like object, the layer's
-    other arguments): what ``from_config`` passes back to ``__init__``."""
+    """A saved config of a layer built from a config's settings (the detection layers,
+    ``mrcnn.targets.DetectionTargetLayer``) -> (its settings as a config-like object, the
+    layer's other arguments): what ``from_config`` passes back to ``__init__``."""
     arguments = dict(layer_config)
     return SimpleNamespace(**arguments.pop("settings")), arguments
 

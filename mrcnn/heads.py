@@ -144,13 +144,27 @@ def matterport_mask_head(roi_feature, num_rois: int, config) -> tuple:
     return unfold_rois(theta4, num_rois), unfold_rois(masks, num_rois)
 
 
+def configured_box_head(roi_feature, num_rois: int, config) -> tuple:
+    """The box/class head HEAD_LAYOUT names, on pooled ROI features -> (class_feature,
+    bbox_deltas)."""
+    head = paper_box_head if config.HEAD_LAYOUT == "paper" else matterport_box_head
+    return head(roi_feature, num_rois, config)
+
+
+def box_head_model(roi_feature, config) -> keras.Model:
+    """The configured box/class head as one model, so that it can run on two sets of boxes
+    with the same weights (FT-MTL-Net's proposals, then its refined boxes): ROI feature ->
+    (class feature, deltas)."""
+    feature = keras.Input(tuple(roi_feature.shape[1:]), name="mrcnn_box_head_input")
+    class_feature, deltas = configured_box_head(feature, int(roi_feature.shape[1]), config)
+    return keras.Model(feature, [class_feature, deltas], name="mrcnn_box_head")
+
+
 def box_head(rois, feature_maps, image_meta, config) -> tuple:
     """ROIAlign + the configured box/class head -> (roi_feature, class_feature, bbox_deltas)."""
-    num_rois = rois.shape[1]
     feature = roi_features(rois, feature_maps, image_meta, config.POOL_SIZE,
                            name="roi_align_classifier")
-    head = paper_box_head if config.HEAD_LAYOUT == "paper" else matterport_box_head
-    class_feature, deltas = head(feature, num_rois, config)
+    class_feature, deltas = configured_box_head(feature, rois.shape[1], config)
     return feature, class_feature, deltas
 
 

@@ -699,18 +699,28 @@ class MaskRCNN:
         }
         return self.run_graph(batch), molded, metas, windows
 
+    @staticmethod
+    def returned_rows(detections: np.ndarray, original_image_shape, image_shape, window
+                      ) -> np.ndarray:
+        """Indices of the detection rows ``detect`` returns: real rows (class id > 0) whose
+        box keeps a positive area in the original image. Sub-classes that return more per
+        detection (FT-MTL-Net's class probabilities) select their rows with it."""
+        real = np.flatnonzero(detections[:, 4] > 0)
+        boxes = to_original_pixels(detections[real, :4], image_shape, window,
+                                   original_image_shape)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        return real[area > 0]
+
     def unmold_detections(self, detections: np.ndarray, mrcnn_mask: np.ndarray,
                           original_image_shape, image_shape, window) -> dict[str, np.ndarray]:
-        """Map one image's detections from the model input back to the original image."""
-        keep = detections[:, 4] > 0
-        detections, masks = detections[keep], mrcnn_mask[keep]
+        """Map one image's detections from the model input back to the original image: the
+        rows ``returned_rows`` keeps, in its order."""
+        rows = self.returned_rows(detections, original_image_shape, image_shape, window)
+        detections, masks = detections[rows], mrcnn_mask[rows]
         class_ids = detections[:, 4].astype(np.int32)
         scores = detections[:, 5].astype(np.float32)
         boxes = to_original_pixels(detections[:, :4], image_shape, window,
                                    original_image_shape)
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        ok = area > 0
-        boxes, class_ids, scores, masks = boxes[ok], class_ids[ok], scores[ok], masks[ok]
         h, w = original_image_shape[:2]
         full = np.zeros((h, w, len(boxes)), dtype=bool)
         for i in range(len(boxes)):

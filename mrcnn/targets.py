@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn import box_ops, roi_align
+from mrcnn.detection import split_layer_config
 from mrcnn.precision import Float32Layer
 
 # Faster R-CNN anchor labelling thresholds.
@@ -216,6 +217,19 @@ def sample_rois(
     )
 
 
+def target_settings(config: Any) -> dict[str, Any]:
+    """The config values ``sample_rois`` reads, JSON-ready: what DetectionTargetLayer's
+    ``get_config`` saves in a .keras file instead of the whole config."""
+    return {
+        "TRAIN_ROIS_PER_IMAGE": int(config.TRAIN_ROIS_PER_IMAGE),
+        "ROI_POSITIVE_RATIO": float(config.ROI_POSITIVE_RATIO),
+        "ADD_GT_TO_PROPOSALS": bool(config.ADD_GT_TO_PROPOSALS),
+        "BBOX_STD_DEV": [float(v) for v in np.asarray(config.BBOX_STD_DEV).reshape(-1)],
+        "MASK_SHAPE": [int(v) for v in config.MASK_SHAPE],
+        "USE_MINI_MASK": bool(config.USE_MINI_MASK),
+    }
+
+
 class DetectionTargetLayer(Float32Layer):
     """Samples ROIs from the proposals and builds the head targets, image by image.
 
@@ -258,3 +272,13 @@ class DetectionTargetLayer(Float32Layer):
             tensor.set_shape([batch, *spec.shape])
             shaped.append(tensor)
         return shaped
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(settings=target_settings(self.config))
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DetectionTargetLayer:
+        settings, arguments = split_layer_config(config)
+        return cls(settings, **arguments)

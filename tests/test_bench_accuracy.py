@@ -3,35 +3,18 @@ end (slow). Nothing here looks at accuracy: a --quick run trains for two steps."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import bench_accuracy as bench  # benchmarks/ is on pytest's pythonpath (pyproject.toml)
 import numpy as np
 import pytest
 from scipy import stats
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_accuracy.py"
-
 # Models trained for two steps detect nothing: undefined Dice/AUC warnings are expected.
 pytestmark = pytest.mark.filterwarnings("ignore::ftmtl.evaluation.UndefinedMetricWarning")
-
-
-def _load_bench():
-    """The script as a module (benchmarks/ is not a package; the script finds common.py)."""
-    if "bench_accuracy" in sys.modules:
-        return sys.modules["bench_accuracy"]
-    spec = importlib.util.spec_from_file_location("bench_accuracy", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_accuracy"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
 
 
 # --------------------------------------------------------------------------- fast checks

@@ -266,6 +266,35 @@ def test_detect_adds_class_probabilities_and_the_case_score(tmp_path):
         assert 0.0 <= result["case_score"] <= 1.0
 
 
+def test_detect_returns_the_rows_the_base_keeps_with_their_class_probabilities(tmp_path):
+    """One rule (MaskRCNN.returned_rows) picks the rows of boxes, masks and class_probs:
+    padding rows and boxes that fall in the padding beside the image are left out."""
+    net = build_model("inference", make_config("paper_cpu", **{
+        **TINY, "IMAGE_RESIZE_MODE": "square"}), tmp_path)
+    image = np.zeros((50, 40, 3), dtype=np.float32)
+    _, molded, _, windows = net.forward([image])
+    h, w = molded.shape[1:3]
+    y1, x1, y2, x2 = (int(v) for v in windows[0])
+    assert x2 + 4 < w  # the 40-px width leaves padding on the right
+    inside = [(y1 + 5) / h, (x1 + 5) / w, (y1 + 20) / h, (x1 + 15) / w]
+    beside = [(y1 + 5) / h, (x2 + 1) / w, (y1 + 20) / h, (x2 + 4) / w]
+    detections = np.zeros((6, 6), dtype=np.float32)
+    detections[0] = [*inside, 2, 0.9]
+    detections[1] = [*beside, 1, 0.8]
+    detections[3] = [*inside, 1, 0.7]
+    rows = net.returned_rows(detections, image.shape, (h, w), windows[0])
+    assert rows.tolist() == [0, 3]
+    probs = np.random.default_rng(2).dirichlet(np.ones(3), size=6).astype(np.float32)
+    mask_shape = tuple(net.config.MASK_SHAPE)
+    outputs = {"detections": detections[None], "detection_probs": probs[None],
+               "mrcnn_mask": np.ones((1, 6, *mask_shape, 3), dtype=np.float32),
+               "case_score": np.array([0.25], dtype=np.float32)}
+    result = net.image_result(outputs, 0, image.shape, (h, w), windows[0])
+    assert result["class_ids"].tolist() == [2, 1]
+    np.testing.assert_array_equal(result["class_probs"], probs[[0, 3]])
+    assert result["masks"].shape == (50, 40, 2) and result["case_score"] == 0.25
+
+
 # -------------------------------------------------------------------------------- training
 @pytest.fixture(scope="module")
 def synthetic_inbreast(tmp_path_factory):
