@@ -113,7 +113,4 @@ def _load_coco(model, continue_run: bool) -> None:
 
 
 def _load_file(model, path: str | os.PathLike, exclude: list[str], continue_run: bool) -> None:
-    log_dir, checkpoint_path = model.log_dir, model.checkpoint_path
-    model.load_weights(path, exclude=exclude)
-    if not continue_run:
-        model.log_dir, model.checkpoint_path, model.epoch = log_dir, checkpoint_path, 0
+    model.load_weights(path, exclude=exclude, continue_run=continue_run)

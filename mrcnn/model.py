@@ -473,15 +473,20 @@ class MaskRCNN:
         return describe_run(self.config, network, self.class_names)
 
     def load_weights(self, filepath: str | os.PathLike, by_name: bool = False,
-                     exclude: list[str] | None = None):
+                     exclude: list[str] | None = None, continue_run: bool = True):
         """Load an ``.h5`` weight file (ours or Matterport's) by layer name; ``exclude``
-        lists layer names to leave as they are. Resumes the epoch count of our checkpoints, and
-        keeps their optimizer state for the next ``train`` call (see ``train``).
+        lists layer names to leave as they are. With ``continue_run`` (Matterport's behaviour)
+        the run goes on where the checkpoint left it: its folder, its epoch count, and its
+        optimizer state for the next ``train`` call (see ``train``); without it only the
+        weights come in and the model keeps its own new run at epoch 0.
 
         ``by_name`` is kept for Matterport's signature; weights always match by layer name,
         since position-based matching silently breaks between model variants."""
         del by_name
         report = load_legacy_h5(self.keras_model, filepath, by_name=True, exclude=exclude)
+        if not continue_run:
+            self.epoch, self._resume_optimizer = 0, None
+            return report
         self.set_log_dir(filepath)
         self._resume_optimizer = (read_optimizer_state(filepath) if self.mode == "training"
                                   else None)

@@ -135,6 +135,21 @@ def test_resume_restores_iterations_momentum_and_schedule(runs):
     assert model.log_dir == str(runs["ckpt"][1].parent)
 
 
+def test_weights_without_the_run_start_a_fresh_run_and_optimizer(runs, tmp_path):
+    config = runs["config"]
+    keras.utils.set_random_seed(8)
+    model = MaskRCNN("training", config, tmp_path)
+    own_dir = model.log_dir
+    model.load_weights(runs["ckpt"][1], continue_run=False)
+    assert (model.log_dir, model.epoch, model._resume_optimizer) == (own_dir, 0, None)
+    record = RecordOptimizer()
+    model.train(runs["data"], None, learning_rate=decaying_rate(), epochs=1, layers="all",
+                custom_callbacks=[record], verbose=0)
+    # the optimizer starts from nothing: one epoch later it has counted one epoch's steps
+    assert int(record.after_epoch[1]["iteration"]) == STEPS
+    assert Path(model.log_dir).parent == tmp_path
+
+
 def test_other_trainable_layers_start_a_fresh_optimizer(runs, caplog):
     model = runs["second"]
     model.load_weights(runs["ckpt"][1])

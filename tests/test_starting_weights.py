@@ -20,7 +20,7 @@ COCO_EXCLUDED = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mas
 
 class RecordingModel:
     """Records what load_starting_weights asks of a model; load_weights moves to the file's
-    run as MaskRCNN.load_weights does for a checkpoint."""
+    run unless told not to, as MaskRCNN.load_weights does for a checkpoint."""
 
     def __init__(self, log_dir, last=None):
         self.log_dir, self.checkpoint_path, self.epoch = str(log_dir), "own_{epoch}", 0
@@ -30,9 +30,10 @@ class RecordingModel:
         self.calls.append(("imagenet", source))
         return type("Report", (), {"summary": lambda self: "ok"})()
 
-    def load_weights(self, path, exclude=None):
-        self.calls.append(("load", str(path), exclude))
-        self.log_dir, self.checkpoint_path, self.epoch = "file's run", "theirs_{epoch}", 7
+    def load_weights(self, path, exclude=None, continue_run=True):
+        self.calls.append(("load", str(path), exclude, continue_run))
+        if continue_run:
+            self.log_dir, self.checkpoint_path, self.epoch = "file's run", "theirs_{epoch}", 7
 
     def find_last(self):
         if self.last is None:
@@ -46,7 +47,7 @@ def test_each_word_calls_its_loader(tmp_path, monkeypatch):
     monkeypatch.setattr(mrcnn.weights, "coco_weights_path", lambda download=True: str(coco))
     model = RecordingModel(tmp_path)
     load_starting_weights(model, "coco")
-    assert model.calls == [("load", str(coco), COCO_EXCLUDED)]
+    assert model.calls == [("load", str(coco), COCO_EXCLUDED, True)]
     model = RecordingModel(tmp_path)
     load_starting_weights(model, "imagenet:/data/resnet50_notop.h5")
     load_starting_weights(model, "imagenet")
@@ -64,11 +65,11 @@ def test_a_file_continues_its_run_unless_told_not_to(tmp_path):
     weights.write_bytes(b"")
     model = RecordingModel(tmp_path / "own", last=str(weights))
     load_starting_weights(model, "last")
-    assert model.calls == [("load", str(weights), [])]
+    assert model.calls == [("load", str(weights), [], True)]
     assert (model.log_dir, model.epoch) == ("file's run", 7)
     model = RecordingModel(tmp_path / "own")
     load_starting_weights(model, weights, exclude=["mrcnn_mask"], continue_run=False)
-    assert model.calls == [("load", str(weights), ["mrcnn_mask"])]
+    assert model.calls == [("load", str(weights), ["mrcnn_mask"], False)]
     assert (model.log_dir, model.checkpoint_path, model.epoch) == (
         str(tmp_path / "own"), "own_{epoch}", 0)
     with pytest.raises(ValueError, match="'last' resumes a run"):
