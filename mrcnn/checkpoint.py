@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -293,6 +294,51 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> list[Path]:
     for path in removed:
         path.unlink()
     return removed
+
+
+BEST_RECORD = "best.json"
+
+
+def best_checkpoint_path(run_dir: str | os.PathLike, name: str) -> Path:
+    """Where a run keeps its best epoch's checkpoint (not a name that pruning or ``last``
+    reads: it has no epoch number)."""
+    return Path(run_dir) / f"mask_rcnn_{name}_best.h5"
+
+
+def read_best_record(run_dir: str | os.PathLike) -> dict | None:
+    """The run's best-checkpoint record (metric, value, epoch), or None when it has none."""
+    path = Path(run_dir) / BEST_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable best-checkpoint record ({err})") from err
+    if not isinstance(record, dict) or not {"metric", "value", "epoch"} <= set(record):
+        raise ValueError(f"{path}: expected an object with metric, value and epoch")
+    return record
+
+
+def improves(metric: str, value: float, best: float | None) -> bool:
+    """Whether ``value`` beats ``best``: lower for a loss (a name ending in "loss"), higher
+    otherwise; any finite value beats none."""
+    if not np.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value < best if metric.endswith("loss") else value > best
+
+
+def keep_best_checkpoint(checkpoint: str | os.PathLike, run_dir: str | os.PathLike, name: str,
+                         metric: str, value: float, epoch: int) -> Path:
+    """Copy ``checkpoint`` to the run's best name and record why, both atomically."""
+    best = best_checkpoint_path(run_dir, name)
+    atomic_write(best, lambda tmp: shutil.copyfile(checkpoint, tmp))
+    record = {"metric": metric, "value": float(value), "epoch": int(epoch),
+              "checkpoint": Path(checkpoint).name}
+    atomic_write(Path(run_dir) / BEST_RECORD,
+                 lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+    return best
 
 
 def find_last_checkpoint(model_dir: str | os.PathLike, name: str) -> Path:

@@ -166,6 +166,10 @@ class Config:
     GRADIENT_CLIP_NORM = 5.0
     # Checkpoints kept in a run folder: the newest N (None: every epoch's, as Matterport).
     KEEP_CHECKPOINTS: int | None = None
+    # An epoch-log value (e.g. "val_loss", "loss", "val_mrcnn_class_loss") whose best epoch is
+    # kept apart as mask_rcnn_<name>_best.h5, whatever KEEP_CHECKPOINTS deletes: minimised when
+    # the name ends in "loss", maximised otherwise. None: no best copy (Matterport).
+    BEST_CHECKPOINT_METRIC: str | None = None
 
     # Standard deviation of the normal initialiser of non-backbone layers; None keeps Keras'
     # defaults (Glorot uniform). The paper uses 0.05.
@@ -283,6 +287,10 @@ class Config:
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
             fail("KEEP_CHECKPOINTS", f"must be None or an integer >= 1, got "
                  f"{self.KEEP_CHECKPOINTS!r}")
+        best = self.BEST_CHECKPOINT_METRIC
+        if best is not None and (not isinstance(best, str) or not best.strip()):
+            fail("BEST_CHECKPOINT_METRIC", f"must be None or the name of an epoch-log value "
+                 f"such as 'val_loss', got {best!r}")
         if self.MIXED_PRECISION not in MIXED_PRECISION_POLICIES:
             fail("MIXED_PRECISION", f"must be one of {MIXED_PRECISION_POLICIES}, got "
                  f"{self.MIXED_PRECISION!r}")

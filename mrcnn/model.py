@@ -40,10 +40,13 @@ from mrcnn.checkpoint import (
     OptimizerState,
     checkpoint_epoch,
     find_last_checkpoint,
+    improves,
+    keep_best_checkpoint,
     last_checkpoint_in,
     new_log_dir,
     optimizer_state_mismatch,
     prune_checkpoints,
+    read_best_record,
     read_optimizer_state,
     remove_stale_temp_files,
     restore_optimizer_state,
@@ -269,14 +272,21 @@ class CheckpointCallback(keras.callbacks.Callback):
     """Writes ``mask_rcnn_<name>_<epoch>.h5`` after every epoch, atomically, with the
     optimizer's state tagged with the epoch and the epochs of this ``train`` call (resuming
     mid-call restores it; see ``MaskRCNN.train``). An epoch whose mean loss is not finite is
-    not saved. With ``KEEP_CHECKPOINTS`` set, older checkpoints of the run are then deleted."""
+    not saved. With ``KEEP_CHECKPOINTS`` set, older checkpoints of the run are then deleted;
+    with ``BEST_CHECKPOINT_METRIC`` set, the best epoch's is copied apart first (a resumed
+    run goes on from its recorded best)."""
 
     def __init__(self, owner: MaskRCNN) -> None:
         super().__init__()
         self.owner = owner
+        self.best: float | None = None
+        self._missing_metric_told = False
 
     def on_train_begin(self, logs=None) -> None:
         remove_stale_temp_files(self.owner.log_dir)
+        metric = self.owner.config.BEST_CHECKPOINT_METRIC
+        record = read_best_record(self.owner.log_dir) if metric else None
+        self.best = float(record["value"]) if record and record["metric"] == metric else None
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         loss = (logs or {}).get("loss")
@@ -293,10 +303,31 @@ class CheckpointCallback(keras.callbacks.Callback):
                                          "start_epoch": int(self.owner.call_start_epoch)},
                         run_config=self.owner.run_description())
         logger.info("saved %s", path)
+        self._keep_if_best(path, logs or {}, epoch + 1)
         keep = self.owner.config.KEEP_CHECKPOINTS
         if keep:
             for old in prune_checkpoints(self.owner.log_dir, keep):
                 logger.info("removed %s (KEEP_CHECKPOINTS=%d)", old, keep)
+
+
+    def _keep_if_best(self, path: str, logs: dict, epoch: int) -> None:
+        metric = self.owner.config.BEST_CHECKPOINT_METRIC
+        if not metric:
+            return
+        if metric not in logs:
+            if not self._missing_metric_told:
+                logger.warning("BEST_CHECKPOINT_METRIC %r is not in the epoch log (it has %s; "
+                               "val_* values need a validation set): no best checkpoint kept",
+                               metric, ", ".join(sorted(logs)) or "nothing")
+                self._missing_metric_told = True
+            return
+        value = float(logs[metric])
+        if improves(metric, value, self.best):
+            self.best = value
+            best = keep_best_checkpoint(path, self.owner.log_dir, self.owner._run_name(),
+                                        metric, value, epoch)
+            logger.info("epoch %d is the best so far by %s (%.4g): %s", epoch, metric, value,
+                        best)
 
 
 # ----------------------------------------------------------------------------------- model

@@ -311,3 +311,67 @@ def test_keep_checkpoints_leaves_the_newest_and_resumes_from_it(tmp_path):
 def test_keep_checkpoints_must_be_a_positive_integer(value):
     with pytest.raises(ConfigError, match="KEEP_CHECKPOINTS"):
         type("Bad", (ResumeConfig,), {"KEEP_CHECKPOINTS": value})()
+
+
+class EpochLosses(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.losses = []
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        self.losses.append(float(logs["loss"]))
+
+
+def test_the_best_epoch_by_a_named_metric_is_kept_apart(tmp_path, caplog):
+    class Best(ResumeConfig):
+        NAME = "bestrun"
+        BEST_CHECKPOINT_METRIC = "loss"
+
+    model = MaskRCNN("training", Best(), tmp_path / "all")
+    losses = EpochLosses()
+    model.train(shapes(2, seed=3), None, learning_rate=0.001, epochs=3, layers="heads",
+                custom_callbacks=[losses], verbose=0)
+    run = Path(model.log_dir)
+    best_epoch = int(np.argmin(losses.losses)) + 1
+    record = checkpoint.read_best_record(run)
+    assert record["metric"] == "loss" and record["epoch"] == best_epoch
+    assert record["value"] == pytest.approx(min(losses.losses))
+    best = checkpoint.best_checkpoint_path(run, "bestrun")
+    assert best.name == "mask_rcnn_bestrun_best.h5"
+    assert best.read_bytes() == (run / f"mask_rcnn_bestrun_{best_epoch:04d}.h5").read_bytes()
+    assert Path(model.find_last()).name == "mask_rcnn_bestrun_0003.h5"  # not the best copy
+
+    # KEEP_CHECKPOINTS deletes epochs, never the best copy.
+    class KeepOne(Best):
+        KEEP_CHECKPOINTS = 1
+
+    model = MaskRCNN("training", KeepOne(), tmp_path / "one")
+    model.train(shapes(2, seed=3), None, learning_rate=0.001, epochs=2, layers="heads",
+                verbose=0)
+    assert sorted(p.name for p in Path(model.log_dir).glob("*.h5")) == [
+        "mask_rcnn_bestrun_0002.h5", "mask_rcnn_bestrun_best.h5"]
+
+    # A metric the log does not have (no validation set) is said once; nothing is kept.
+    class NoValidation(Best):
+        BEST_CHECKPOINT_METRIC = "val_loss"
+
+    model = MaskRCNN("training", NoValidation(), tmp_path / "noval")
+    with caplog.at_level(logging.WARNING, logger="mrcnn.model"):
+        model.train(shapes(2, seed=3), None, learning_rate=0.001, epochs=2, layers="heads",
+                    verbose=0)
+    assert caplog.text.count("BEST_CHECKPOINT_METRIC 'val_loss' is not in the epoch log") == 1
+    assert checkpoint.read_best_record(model.log_dir) is None
+
+
+def test_improves_reads_the_metric_name():
+    assert checkpoint.improves("val_loss", 0.5, 0.6) and not checkpoint.improves("loss", 0.7, 0.6)
+    assert checkpoint.improves("val_tpr_at_1", 0.7, 0.6)
+    assert not checkpoint.improves("val_tpr_at_1", 0.5, 0.6)
+    assert checkpoint.improves("loss", 3.0, None)
+    assert not checkpoint.improves("loss", float("nan"), None)
+
+
+@pytest.mark.parametrize("value", ["", 3, ("loss",)])
+def test_best_checkpoint_metric_must_be_a_name(value):
+    with pytest.raises(ConfigError, match="BEST_CHECKPOINT_METRIC"):
+        type("Bad", (ResumeConfig,), {"BEST_CHECKPOINT_METRIC": value})()
