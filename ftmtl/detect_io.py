@@ -58,10 +58,17 @@ def prepare_dicom(path: str | os.PathLike, image_size: int | None,
     three channels). Unreadable files raise InbreastFormatError naming the file.
     """
     dicom = read_dicom(path)
+    image, transform = prepare_pixels(dicom, image_size, window)
+    return image, transform, dicom
+
+
+def prepare_pixels(dicom: DicomImage, image_size: int | None,
+                   window: str = DEFAULT_WINDOW) -> tuple[np.ndarray, Transform]:
+    """``prepare_dicom`` on a DICOM already read: (image float32 [h, w, 3] in [0, 255], the
+    Transform). Apart from reading, so that benchmarks/bench_detect_host.py times the two."""
     gray, _, transform = prepare_image(dicom.pixels, None, dicom.bits_stored, image_size,
                                        window, file_voi(dicom) if window == "dicom" else None)
-    image = np.repeat(gray[..., None] * np.float32(255.0), 3, axis=-1)
-    return image, transform, dicom
+    return np.repeat(gray[..., None] * np.float32(255.0), 3, axis=-1), transform
 
 
 # ----------------------------------------------------------------------- back to the DICOM
@@ -103,6 +110,7 @@ def detection_record(source: str | os.PathLike, image_shape: Sequence[int],
     scores = np.asarray(result["scores"], dtype=np.float64).reshape(-1)
     probs = result.get("class_probs")
     masks = np.asarray(result["masks"], dtype=bool)
+    occupied = masks.any(axis=0)  # [W, N]: the columns each mask reaches
     detections = []
     for i in range(len(rois)):
         entry: dict[str, Any] = {
@@ -114,9 +122,9 @@ def detection_record(source: str | os.PathLike, image_shape: Sequence[int],
         if probs is not None:
             entry["class_probabilities"] = {
                 _class_name(k, class_names): float(p) for k, p in enumerate(probs[i])}
-        entry["area_px"] = int(masks[..., i].sum())
+        rle, entry["area_px"] = _rle_and_area(masks[..., i], occupied[:, i])
         entry["area_mm2"] = None if spacing is None else entry["area_px"] * spacing[0] * spacing[1]
-        entry["mask"] = rle_encode(masks[..., i])
+        entry["mask"] = rle
         detections.append(entry)
     record: dict[str, Any] = {
         "source": str(source),
@@ -129,6 +137,26 @@ def detection_record(source: str | os.PathLike, image_shape: Sequence[int],
     }
     record.update(extra or {})
     return record
+
+
+def _rle_and_area(mask: np.ndarray, occupied: np.ndarray) -> tuple[dict[str, Any], int]:
+    """``rle_encode(mask)`` and the mask's pixel count, read from the columns it reaches
+    (``occupied``, bool [w]) alone: a full-size mask is mostly background, and encoding all
+    of it was most of the JSON's time (benchmarks/bench_detect_host.py)."""
+    height, width = mask.shape
+    reached = np.flatnonzero(occupied)
+    if reached.size == 0:
+        return {"size": [height, width], "counts": [height * width] if mask.size else []}, 0
+    first, last = int(reached[0]), int(reached[-1]) + 1
+    block = mask[:, first:last]
+    counts = rle_encode(block)["counts"]
+    counts[0] += first * height  # the columns before: background, as the first run
+    after = (width - last) * height
+    if after and len(counts) % 2:  # the block ends with background: the columns after join it
+        counts[-1] += after
+    elif after:
+        counts.append(after)
+    return {"size": [height, width], "counts": counts}, int(np.count_nonzero(block))
 
 
 def write_detection_json(path: str | os.PathLike, source: str | os.PathLike,

@@ -57,7 +57,7 @@ from mrcnn.model import MaskRCNN
 from mrcnn.norm import BatchNorm, GroupNorm
 from mrcnn.roi_align import PyramidROIAlign, ROIAlign
 from mrcnn.rpn import ProposalLayer
-from mrcnn.serving import MoldedBatch, mold_images, paste_masks, to_input_pixels
+from mrcnn.serving import MoldedBatch, image_batch, mold_images, paste_masks, to_input_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -167,9 +167,10 @@ def score_case_from_detections(veto: MalignantVeto, result: dict[str, tf.Tensor]
 
 def from_stored_values(images: tf.Tensor, window: str = "full_range",
                        bits_stored: int = BITS_STORED) -> tf.Tensor:
-    """uint16 stored values [B, H, W] or [B, H, W, C] -> float32 in [0, 255] through the
-    intensity ``window``, as ``prepare_image`` maps them ("dicom" as "percentile")."""
-    values = tf.cast(images, tf.float32)
+    """uint16 stored values [B, H, W] or [B, H, W, C] -> gray float32 [B, H, W, 1] in [0, 255]
+    through the intensity ``window``, as ``prepare_image`` maps them ("dicom" as
+    "percentile"). The rank may be unknown until the call (the signature takes any)."""
+    values = image_batch(images, 1)  # colour averaged, as the float signature would
     if window == "full_range":
         top = float(2**bits_stored - 1)
         return tf.clip_by_value(values / top, 0.0, 1.0) * PIXEL_RANGE
@@ -178,9 +179,9 @@ def from_stored_values(images: tf.Tensor, window: str = "full_range",
 
 def percentile_window(images: tf.Tensor) -> tf.Tensor:
     """``ftmtl.inbreast.intensity.percentile_window`` of each image of a float batch
-    [B, H, W] or [B, H, W, C] (percentiles of the channels' mean, numpy's linear rule, on
-    every ``sample_step``-th pixel)."""
-    gray = tf.reduce_mean(images, axis=-1) if images.shape.rank == 4 else images
+    [B, H, W, C] (percentiles of the channels' mean, numpy's linear rule, on every
+    ``sample_step``-th pixel)."""
+    gray = tf.reduce_mean(images, axis=-1)
     height, width = tf.shape(gray)[1], tf.shape(gray)[2]
     step = tf.cast(tf.math.ceil(tf.cast(tf.maximum(height, width), tf.float32)
                                 / PERCENTILE_SAMPLE_SIDE), tf.int32)
@@ -189,7 +190,7 @@ def percentile_window(images: tf.Tensor) -> tf.Tensor:
     low, high = (_sorted_percentile(sample, q) for q in PERCENTILES)
     spread = high - low
     scale = tf.where(spread > 0, 1.0 / tf.where(spread > 0, spread, 1.0), 0.0)
-    shape = [-1] + [1] * (images.shape.rank - 1)
+    shape = [-1, 1, 1, 1]
     return tf.clip_by_value((images - tf.reshape(low, shape)) * tf.reshape(scale, shape),
                             0.0, 1.0)
 

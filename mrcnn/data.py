@@ -23,6 +23,7 @@ from mrcnn.augmentation import apply_augmentation
 from mrcnn.box_ops import denorm_boxes, extract_bboxes, norm_boxes
 from mrcnn.image_meta import FIELDS as IMAGE_META_FIELDS
 from mrcnn.image_meta import compose_image_meta, parse_image_meta  # noqa: F401  (re-exported)
+from mrcnn.resample import linear_taps, ragged_ranges
 from mrcnn.targets import build_rpn_targets
 
 logger = logging.getLogger(__name__)
@@ -221,18 +222,59 @@ def expand_mask(bbox: np.ndarray, mini_mask: np.ndarray, image_shape) -> np.ndar
     return mask
 
 
+# Pixels ``unmold_mask`` pastes at a time (its temporaries: about 100 bytes a pixel).
+_PASTE_PIXELS_PER_GROUP = 1 << 20
+
+
 def unmold_mask(mask: np.ndarray, bbox, image_shape, threshold: float = 0.5) -> np.ndarray:
-    """Paste a predicted [h, w] float mask into its box of a full image: [H, W] bool."""
-    y1, x1, y2, x2 = (int(v) for v in bbox)
-    full = np.zeros(tuple(image_shape[:2]), dtype=bool)
-    y1c, x1c = max(y1, 0), max(x1, 0)
-    y2c, x2c = min(y2, image_shape[0]), min(x2, image_shape[1])
-    if y2 <= y1 or x2 <= x1 or y2c <= y1c or x2c <= x1c:
-        return full
-    resized = skimage.transform.resize(mask.astype(np.float32), (y2 - y1, x2 - x1), order=1,
-                                       mode="constant", anti_aliasing=False)
-    full[y1c:y2c, x1c:x2c] = resized[y1c - y1:y2c - y1, x1c - x1:x2c - x1] >= threshold
-    return full
+    """Paste predicted float masks into their boxes of a full image: a [h, w] mask and its
+    box (y1, x1, y2, x2) give [H, W] bool; masks [N, h, w] and boxes [N, 4] give [H, W, N].
+
+    All masks at once, without a loop over boxes or pixels (``detect`` pastes up to
+    DETECTION_MAX_INSTANCES an image), computing only the box pixels inside the image: each
+    mask resized to its box as ``skimage.transform.resize(order=1, mode="constant",
+    anti_aliasing=False)`` does (``linear_taps``), clipped to the mask's range as skimage
+    clips, then ``>= threshold``. Boxes are taken in groups of about a million pixels, which
+    bounds the temporaries (about 100 bytes a pixel) when boxes are large.
+    """
+    single = np.ndim(mask) == 2
+    masks = np.asarray(mask, dtype=np.float32)
+    masks = masks[np.newaxis] if single else masks
+    boxes = np.asarray(bbox).reshape(-1, 4).astype(np.int64)
+    height, width = (int(v) for v in image_shape[:2])
+    mask_h, mask_w = masks.shape[1:]
+    full = np.zeros((height, width, len(boxes)), dtype=bool)
+    y1, x1, y2, x2 = boxes.T
+    top, left = np.maximum(y1, 0), np.maximum(x1, 0)
+    rows, cols = np.minimum(y2, height) - top, np.minimum(x2, width) - left
+    pasted = np.flatnonzero((y2 > y1) & (x2 > x1) & (rows > 0) & (cols > 0))
+    padded = np.pad(masks, ((0, 0), (1, 1), (1, 1))).reshape(-1)  # index -1 and h: zero
+    low, high = masks.min(axis=(1, 2)), masks.max(axis=(1, 2))
+    groups = 1 + int((rows * cols)[pasted].sum()) // _PASTE_PIXELS_PER_GROUP
+    for group in np.array_split(pasted, groups):
+        # Taps of every row and column of the group's boxes, counted from the unclipped box.
+        row_of, row_pos = ragged_ranges(rows[group])
+        col_of, col_pos = ragged_ranges(cols[group])
+        row_box, col_box = group[row_of], group[col_of]
+        row_taps = linear_taps(row_pos + (top - y1)[row_box], mask_h / (y2 - y1)[row_box],
+                               mask_h, mirror=False)
+        col_taps = linear_taps(col_pos + (left - x1)[col_box], mask_w / (x2 - x1)[col_box],
+                               mask_w, mirror=False)
+        # Every pixel of the group's boxes: its box, and its row and column among the taps.
+        owner, local = ragged_ranges(rows[group] * cols[group])
+        det = group[owner]
+        dy, dx = np.divmod(local, cols[det])
+        row = (np.cumsum(rows[group]) - rows[group])[owner] + dy
+        col = (np.cumsum(cols[group]) - cols[group])[owner] + dx
+        base = det * (mask_h + 2) * (mask_w + 2)
+        value = np.zeros(len(det), dtype=np.float64)
+        for r, wr in ((row_taps[0], row_taps[2]), (row_taps[1], row_taps[3])):
+            for c, wc in ((col_taps[0], col_taps[2]), (col_taps[1], col_taps[3])):
+                source = padded[base + (r[row] + 1) * (mask_w + 2) + c[col] + 1]
+                value += (source * wr[row]) * wc[col]
+        inside = np.clip(value.astype(np.float32), low[det], high[det]) >= threshold
+        full[top[det] + dy, left[det] + dx, det] = inside
+    return full[..., 0] if single else full
 
 
 def mold_image(images: np.ndarray, config) -> np.ndarray:

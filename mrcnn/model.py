@@ -757,10 +757,9 @@ class MaskRCNN:
         scores = detections[:, 5].astype(np.float32)
         boxes = to_original_pixels(detections[:, :4], image_shape, window,
                                    original_image_shape)
-        h, w = original_image_shape[:2]
-        full = np.zeros((h, w, len(boxes)), dtype=bool)
-        for i in range(len(boxes)):
-            full[:, :, i] = unmold_mask(masks[i, :, :, class_ids[i]], boxes[i], (h, w))
+        # Each detection's mask of its class, all pasted at once.
+        class_masks = masks[np.arange(len(boxes)), :, :, class_ids]
+        full = unmold_mask(class_masks, boxes, original_image_shape[:2])
         return {"rois": boxes.astype(np.int32), "class_ids": class_ids, "scores": scores,
                 "masks": full}
 

@@ -4,9 +4,10 @@ images with neither numpy nor this package (``ftmtl.export`` writes one as a Sav
 Each step does what its numpy counterpart in ``detect`` does: ``mold_images`` is
 ``mrcnn.data.mold_inputs`` (channels, resize, padding, MEAN_PIXEL, image_meta) with the anchors
 of ``mrcnn.anchors.get_anchors``; ``to_input_pixels`` is ``mrcnn.model.to_original_pixels``;
-``paste_masks`` is ``mrcnn.data.unmold_mask``. ``detect`` resizes with skimage (bilinear,
-half-pixel centres, zeros beyond the edges, no anti-aliasing); here the same sampling is a pair
-of interpolation matrices, so both paths agree to float rounding (tests/test_export.py).
+``paste_masks`` is ``mrcnn.data.unmold_mask``. ``detect`` resizes as skimage does (bilinear,
+half-pixel centres, zeros beyond the edges, no anti-aliasing; ``mrcnn.resample``); here the
+same sampling is a pair of interpolation matrices, so both paths agree to float rounding
+(tests/test_export.py).
 
 A batch is one tensor: its images share one size, and so one scale, padding and window.
 """

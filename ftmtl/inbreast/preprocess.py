@@ -23,6 +23,7 @@ from ftmtl.inbreast.intensity import (
     check_window,
     full_range,
 )
+from mrcnn.resample import linear_taps, ragged_ranges
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +57,17 @@ class Transform:
         return _as_boxes(boxes) / self._factors() + self._shift()
 
     def mask_to_original(self, mask: np.ndarray) -> np.ndarray:
-        """Paste a prepared-image mask [h, w] or [h, w, N] back into original pixels."""
+        """Paste a prepared-image mask [h, w] or [h, w, N] back into original pixels: each
+        resized to the crop as ``_resize_masks`` resizes (all at once where the crop is at
+        least as tall as the prepared image, a mammogram's case)."""
         mask = np.asarray(mask, dtype=bool)
         stack = mask[..., None] if mask.ndim == 2 else mask
         y1, x1, y2, x2 = self.crop
-        full = np.zeros(tuple(self.original_shape) + stack.shape[2:], dtype=bool)
-        full[y1:y2, x1:x2] = _resize_masks(stack, (y2 - y1, x2 - x1))
+        if y2 - y1 >= stack.shape[0] and (y2 - y1, x2 - x1) != stack.shape[:2]:
+            full = _paste_enlarged(stack, self)
+        else:
+            full = np.zeros(tuple(self.original_shape) + stack.shape[2:], dtype=bool)
+            full[y1:y2, x1:x2] = _resize_masks(stack, (y2 - y1, x2 - x1))
         return full[..., 0] if mask.ndim == 2 else full
 
     def _shift(self) -> np.ndarray:
@@ -192,3 +198,70 @@ def _resize_masks(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
             resized[row, col] = True
         out[..., n] = resized
     return out
+
+
+# Output pixels ``_paste_enlarged`` handles at a time (its temporaries: ~100 bytes each).
+_PASTE_PIXELS_PER_GROUP = 1 << 20
+
+
+def _paste_enlarged(masks: np.ndarray, transform: Transform) -> np.ndarray:
+    """``_resize_masks`` of bool [h, w, N] masks to a crop at least as tall, placed in the
+    original image: the same bool [H, W, N], without resizing each mask over the whole crop.
+
+    Resizing every mask to the crop (linear, mirrored edges, threshold 0.5) is ten million
+    pixels a detection on a full-size mammogram, most of ``inbreast detect``'s host time once
+    (benchmarks/bench_detect_host.py). An output pixel reads the four prepared pixels of its
+    cell: where all four are set it is set, where none is it stays clear. So only the pixels of
+    cells with a set corner are visited, all masks at once: set outright under full cells,
+    given skimage's own interpolated value (``mrcnn.resample.linear_taps``) under mixed ones;
+    and, as ``_resize_masks``, a mask the resize would erase keeps its centre pixel.
+    """
+    height, width, count = masks.shape
+    top, left, bottom, right = transform.crop
+    crop_h, crop_w = bottom - top, right - left
+    full = np.zeros(tuple(transform.original_shape) + (count,), dtype=bool)
+    rows = linear_taps(np.arange(crop_h), height / crop_h, height, mirror=True)
+    cols = linear_taps(np.arange(crop_w), width / crop_w, width, mirror=True)
+    # A cell: a prepared pixel and the three that follow it (mirrored at the far edges).
+    next_row, next_col = np.arange(height), np.arange(width)
+    next_row[rows[0]], next_col[cols[0]] = rows[1], cols[1]
+    below = masks[next_row]
+    corners = (masks, masks[:, next_col], below, below[:, next_col])
+    every = corners[0] & corners[1] & corners[2] & corners[3]
+    mixed = (corners[0] | corners[1] | corners[2] | corners[3]) & ~every
+    # The output rows (columns) under each cell: the taps' first indices never decrease.
+    row_from = np.searchsorted(rows[0], np.arange(height))
+    row_count = np.searchsorted(rows[0], np.arange(height), side="right") - row_from
+    col_from = np.searchsorted(cols[0], np.arange(width))
+    col_count = np.searchsorted(cols[0], np.arange(width), side="right") - col_from
+    shown = np.zeros(count, dtype=bool)
+    for cells, interpolate in ((every, False), (mixed, True)):
+        cell_y, cell_x, cell_n = np.nonzero(cells)
+        sizes = row_count[cell_y] * col_count[cell_x]
+        groups = 1 + int(sizes.sum()) // _PASTE_PIXELS_PER_GROUP
+        for group in np.array_split(np.arange(len(sizes)), groups):
+            owner, local = ragged_ranges(sizes[group])
+            a, b, n = cell_y[group][owner], cell_x[group][owner], cell_n[group][owner]
+            dy, dx = np.divmod(local, col_count[b])
+            y, x = row_from[a] + dy, col_from[b] + dx
+            if interpolate:  # skimage's sum, term by term in scipy's order
+                value = np.zeros(len(n), dtype=np.float64)
+                for source, wy, wx in ((masks[a, b, n], rows[2], cols[2]),
+                                       (masks[a, next_col[b], n], rows[2], cols[3]),
+                                       (masks[next_row[a], b, n], rows[3], cols[2]),
+                                       (masks[next_row[a], next_col[b], n], rows[3], cols[3])):
+                    value += np.where(source, wy[y] * wx[x], 0.0)
+                inside = value.astype(np.float32) >= 0.5
+                y, x, n = y[inside], x[inside], n[inside]
+            full[top + y, left + x, n] = True
+            shown[n] = True
+    lost = np.flatnonzero(masks.any(axis=(0, 1)) & ~shown)
+    if lost.size:  # as _resize_masks: the pixel at the mask's centre, scaled
+        kept = masks[..., lost]
+        area = kept.sum(axis=(0, 1))
+        mean_row = (kept.sum(axis=1) * np.arange(height)[:, None]).sum(axis=0) / area
+        mean_col = (kept.sum(axis=0) * np.arange(width)[:, None]).sum(axis=0) / area
+        row = np.minimum(crop_h - 1, ((mean_row + 0.5) * crop_h / height).astype(np.int64))
+        col = np.minimum(crop_w - 1, ((mean_col + 0.5) * crop_w / width).astype(np.int64))
+        full[top + row, left + col, lost] = True
+    return full
