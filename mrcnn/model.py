@@ -140,6 +140,22 @@ class MaskRCNNTrainer(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras all-reduces the first distributed batch, as one nest, only to learn the input
+        shapes before it builds the model; MultiWorkerMirroredStrategy's reduce fails on a
+        dict of inputs (keras-team/keras#20329) and on uint8 masks. There, this worker's first
+        replica's batch gives the same shapes without any exchange. Other strategies keep
+        Keras' own path."""
+        strategy = self._distribute_strategy
+        if iterator is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:
+            first = next(batches)
+            break
+        local = tf.nest.map_structure(
+            lambda value: strategy.experimental_local_results(value)[0], first)
+        return super()._maybe_symbolic_build(data_batch=local)
+
     def compute_losses(self, batch: dict, outputs: dict) -> dict[str, tf.Tensor]:
         """The five losses, each a scalar."""
         return {
@@ -172,7 +188,12 @@ class MaskRCNNTrainer(keras.Model):
         self.trackers["loss"].update_state(total)
         for name, value in losses.items():
             self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        logs = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras averages each log over the workers along its axis 0 there, which a
+            # scalar lacks: give it one (the mean comes back a scalar).
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
