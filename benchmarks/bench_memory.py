@@ -15,6 +15,14 @@ DETECTION_MAX_INSTANCES detections (20): near the worst case for the full-size m
 is written by a separate process too, and the peak is the worker's VmHWM (ru_maxrss would
 carry the parent's peak across fork and exec). Figures are printed (and written as JSON with
 --json), never asserted.
+
+``--training PRESET`` measures training instead: a fresh worker process generates nothing,
+reads a synthetic INbreast set (4 patients at 832 x 640, written by a separate process), builds
+the preset's training model (FT-MTL-Net from scratch, the preset's batch) and trains it through
+``MaskRCNN.train`` with the class-balanced sampler, augmentation and the preset's data workers,
+as ``inbreast train`` does, for ``--epochs`` epochs of ``--steps`` steps; it reports RSS and
+peak after building and after each epoch. ``fpn_cpu`` trains on its 128 px crops of 384 px
+images; ``paper`` and ``fpn`` at ``--image-size`` (default 512).
 """
 
 from __future__ import annotations
@@ -116,6 +124,53 @@ def worker(dicom_path: str, repeats: int, warm: int) -> dict:
     }
 
 
+def training_worker(data_dir: str, preset: str, image_size: int, epochs: int,
+                    steps: int) -> dict:
+    """Peak RSS of training ``preset`` on the set in ``data_dir``, in this (fresh) process."""
+    stages = {"start": (rss_mib(), peak_rss_mib())}
+    import keras
+
+    from ftmtl.cli import load_dataset
+    from ftmtl.inbreast.folds import balanced_sampler
+    from ftmtl.presets import build_model, make_config
+    from ftmtl.schedule import run_schedule, scratch_schedule
+    from mrcnn.augmentation import default_augmentation
+
+    stages["imports"] = (rss_mib(), peak_rss_mib())
+    keras.utils.set_random_seed(0)
+    config = make_config(preset, STEPS_PER_EPOCH=steps)
+    if config.IMAGE_RESIZE_MODE != "crop":
+        config = make_config(preset, STEPS_PER_EPOCH=steps, IMAGE_MIN_DIM=image_size,
+                             IMAGE_MAX_DIM=image_size)
+    dataset = load_dataset(data_dir, config)
+    stages["dataset read"] = (rss_mib(), peak_rss_mib())
+    sampler = balanced_sampler(dataset, 0, config.MASS_FREE_SHARE, config.SAMPLER_WEIGHTS)
+    after_epoch = []
+
+    def record(epoch: int, logs=None) -> None:
+        after_epoch.append((rss_mib(), peak_rss_mib()))
+
+    with tempfile.TemporaryDirectory() as model_dir:
+        model = build_model("training", config, model_dir)
+        stages["model built"] = (rss_mib(), peak_rss_mib())
+        start = time.perf_counter()
+        run_schedule(model, dataset, None, scratch_schedule(config, epochs),
+                     augmentation=default_augmentation(), sampler=sampler, seed=0, verbose=0,
+                     custom_callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=record)])
+        train_s = time.perf_counter() - start
+    for epoch, values in enumerate(after_epoch, start=1):
+        stages[f"after epoch {epoch} ({epoch * steps} steps)"] = values
+    return {
+        "mode": "training", "preset": preset, "batch": int(config.BATCH_SIZE),
+        "input": [int(v) for v in config.IMAGE_SHAPE[:2]], "data_workers": int(config.DATA_WORKERS),
+        "images": int(dataset.num_images),
+        "stages_mib": {name: {"rss": round(r, 1), "peak": round(p, 1)}
+                       for name, (r, p) in stages.items()},
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "train_s": round(train_s, 1), "cpu_count": os.cpu_count(),
+    }
+
+
 def run_self(*args: str) -> dict:
     """Run this file with ``args`` in a fresh process; its JSON line."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
@@ -125,6 +180,18 @@ def run_self(*args: str) -> dict:
         raise RuntimeError(f"{args[0]} failed:\n{out.stderr[-4000:]}")
     line = next(line for line in out.stdout.splitlines() if line.startswith(MARKER))
     return json.loads(line[len(MARKER):])
+
+
+def training_report(figures: dict) -> str:
+    rows = [f"training {figures['preset']}: FT-MTL-Net from scratch, batch {figures['batch']} "
+            f"of {figures['input'][0]}x{figures['input'][1]} inputs, "
+            f"{figures['data_workers']} data worker(s), {figures['images']} images",
+            f"{'stage':<45} {'RSS MiB':>9} {'peak MiB':>9}"]
+    for name, values in figures["stages_mib"].items():
+        rows.append(f"{name:<45} {values['rss']:>9.1f} {values['peak']:>9.1f}")
+    rows.append(f"peak RSS: {figures['peak_rss_mib']:.1f} MiB; training took "
+                f"{figures['train_s']} s ({figures['cpu_count']} CPUs)")
+    return "\n".join(rows)
 
 
 def report(figures: dict) -> str:
@@ -154,9 +221,40 @@ def main(argv: list[str] | None = None) -> None:
                         help="repeated calls before the growth is measured")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--training", metavar="PRESET",
+                        help="measure training of this preset (fpn_cpu, paper, fpn) instead")
+    parser.add_argument("--image-size", type=int, default=512,
+                        help="--training with a square preset: its input side")
+    parser.add_argument("--epochs", type=int, default=3, help="--training: epochs")
+    parser.add_argument("--steps", type=int, default=20, help="--training: steps an epoch")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--training-worker", help=argparse.SUPPRESS)
     parser.add_argument("--generate", help=argparse.SUPPRESS)
+    parser.add_argument("--generate-set", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.training_worker:
+        figures = training_worker(args.training_worker, args.training, args.image_size,
+                                  args.epochs, args.steps)
+        print(MARKER + json.dumps(figures), flush=True)
+        return
+    if args.generate_set:
+        from ftmtl.inbreast.synthetic import generate_synthetic_inbreast
+
+        generate_synthetic_inbreast(Path(args.generate_set), n_patients=4, seed=args.seed,
+                                    image_shape=(832, 640))
+        print(MARKER + json.dumps({"dir": args.generate_set}), flush=True)
+        return
+    if args.training:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = run_self("--generate-set", str(Path(tmp) / "inbreast"), "--seed",
+                            str(args.seed))["dir"]
+            figures = run_self("--training-worker", data, "--training", args.training,
+                               "--image-size", str(args.image_size), "--epochs",
+                               str(args.epochs), "--steps", str(args.steps))
+        print(training_report(figures))
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2))
+        return
     if args.worker:
         print(MARKER + json.dumps(worker(args.worker, args.repeats, args.warm)), flush=True)
         return
