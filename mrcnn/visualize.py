@@ -206,12 +206,29 @@ def display_instances(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
                                                                   scores),
                 color="w", size=11, backgroundcolor="none",
                 horizontalalignment="right" if right_half else "left")
+        region = _set_region(masks[..., i])
+        if region is None:
+            continue
+        mask = masks[..., i][region]
+        # Blend and trace only where the mask is set: the same pixels and outlines as over
+        # the whole image, without visiting it once a mask.
         if show_mask:
-            shown = apply_mask(shown, masks[..., i], color)
-        for outline in _mask_outlines(masks[..., i]):
-            ax.add_patch(patches.Polygon(outline, facecolor="none", edgecolor=color))
+            shown[region] = apply_mask(shown[region], mask, color)
+        offset = np.array([region[1].start, region[0].start], dtype=np.float64)
+        for outline in _mask_outlines(mask):
+            ax.add_patch(patches.Polygon(outline + offset, facecolor="none", edgecolor=color))
     _show_image(ax, shown, title)
     return ax
+
+
+def _set_region(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The smallest (rows, columns) slices holding every set pixel of ``mask``; None if
+    none is set."""
+    rows = np.flatnonzero(np.any(mask, axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(np.any(mask, axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
 # Matterport's colours for display_differences: ground truth green, predictions red.

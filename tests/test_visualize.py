@@ -143,6 +143,32 @@ def test_display_instances_draws_boxes_captions_masks_and_outlines(scene):
     np.testing.assert_array_equal(shown[0, 0], image[0, 0])
 
 
+def test_display_instances_draws_what_whole_image_blending_and_tracing_give():
+    # Irregular masks, one touching the border, one empty, overlapping ones: the drawing
+    # (which visits only each mask's set region) equals blending and tracing whole images.
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+    masks = np.zeros((40, 48, 4), dtype=bool)
+    yy, xx = np.mgrid[:40, :48]
+    masks[..., 0] = (yy - 12) ** 2 + (xx - 14) ** 2 < 50
+    masks[..., 1] = ((yy - 25) ** 2 / 40 + (xx - 40) ** 2 / 90 < 1) | (yy > 37)
+    masks[..., 3] = (np.abs(yy - 20) + np.abs(xx - 20) < 9) & (xx % 5 != 0)
+    boxes = np.array([[5, 7, 20, 22], [18, 20, 40, 48], [1, 1, 3, 3], [11, 11, 30, 30]])
+    colors = [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0)]
+    ax = visualize.display_instances(image, boxes, masks, np.array([1, 2, 1, 2]), CLASS_NAMES,
+                                     colors=colors)
+    expected = image.copy()
+    expected_outlines = []
+    for i in range(4):
+        expected = visualize.apply_mask(expected, masks[..., i], colors[i])
+        expected_outlines += visualize._mask_outlines(masks[..., i])
+    np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), expected)
+    drawn = polygons(ax)
+    assert len(drawn) == len(expected_outlines)
+    for polygon, outline in zip(drawn, expected_outlines, strict=True):
+        np.testing.assert_array_equal(polygon.get_xy()[:len(outline)], outline)
+
+
 def test_display_instances_options_and_given_axes(scene):
     image, boxes, masks, class_ids = scene
     _, ax = plt.subplots()
