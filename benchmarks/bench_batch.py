@@ -33,7 +33,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     from mrcnn.model import enable_determinism
 
     enable_determinism(SEED, ops=False)
-    config = common.our_config(args.preset, "ftmtl", args.size, args.batch, DETECTIONS)
+    config = common.our_config(args.preset, "ftmtl", args.size, args.batch, DETECTIONS,
+                               common.parse_overrides(args.set))
     dataset = INbreastDataset()
     dataset.load_inbreast(args.data, image_size=args.size)
     dataset.prepare()
@@ -50,7 +51,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             net.compile(0.0, config.LEARNING_MOMENTUM)
             call = lambda: net.keras_model.train_on_batch(batch)  # noqa: E731
         times = common.time_calls(call, args.runs, args.warmup)
-    return {"preset": args.preset, "phase": args.phase, "batch": args.batch, "size": args.size,
+    return {"preset": args.preset + "".join(f" {item}" for item in args.set),
+            "phase": args.phase, "batch": args.batch, "size": args.size,
             "step": common.summary(times), "peak_rss_mb": round(common.peak_rss_mb(), 1)}
 
 
@@ -79,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--phases", type=common.name_list, default=list(PHASES))
     parser.add_argument("--batches", type=common.int_list, default=[1, 2, 4])
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="config override of every measurement, e.g. --set BACKBONE=tiny")
     parser.add_argument("--runs", type=int, default=5, help="timed calls a measurement")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls after tracing")
     parser.add_argument("--threads", type=int, default=None)
@@ -101,6 +105,7 @@ def worker_command(args: argparse.Namespace, preset: str, phase: str, batch: int
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--preset", preset,
                "--phase", phase, "--batch", str(batch), "--data", str(data), "--size",
                str(args.size), "--runs", str(args.runs), "--warmup", str(args.warmup)]
+    command += [f"--set={item}" for item in args.set]
     return command + (["--threads", str(args.threads)] if args.threads else [])
 
 

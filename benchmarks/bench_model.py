@@ -36,22 +36,6 @@ SEED = 0
 
 
 # ============================================================================= our workers
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["NAME=VALUE", ...]`` -> {NAME: literal VALUE}."""
-    import ast
-
-    out = {}
-    for item in items:
-        name, _, value = item.partition("=")
-        if not name or not value:
-            raise SystemExit(f"--set needs NAME=VALUE, got {item!r}")
-        try:
-            out[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[name] = value
-    return out
-
-
 def synthetic_dataset(data_dir: str | os.PathLike, size: int):
     """The synthetic INbreast images that have masses, prepared at ``size`` px."""
     from ftmtl.inbreast.dataset import INbreastDataset
@@ -103,7 +87,7 @@ def worker_our_inference(args: argparse.Namespace) -> dict[str, Any]:
 
     image = np.load(Path(args.workdir) / INPUTS_NAME)["random_image"]
     config = common.our_config(args.preset, args.model, args.size, 1, args.detections,
-                        parse_overrides(args.set), args.precision)
+                        common.parse_overrides(args.set), args.precision)
     with tempfile.TemporaryDirectory() as model_dir:
         start = time.perf_counter()
         net = build_model("inference", config, model_dir)
@@ -137,7 +121,7 @@ def worker_our_training(args: argparse.Namespace) -> dict[str, Any]:
     from mrcnn.data import DataGenerator
 
     config = common.our_config(args.preset, args.model, args.size, args.batch, args.detections,
-                        parse_overrides(args.set), args.precision)
+                        common.parse_overrides(args.set), args.precision)
     dataset = synthetic_dataset(Path(args.workdir) / "inbreast", args.size)
     batch = DataGenerator(dataset, config, shuffle=False, steps=1, workers=1)[0]
     with tempfile.TemporaryDirectory() as model_dir:

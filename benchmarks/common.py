@@ -238,6 +238,22 @@ def int_list(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["NAME=VALUE", ...]`` (repeated ``--set``) -> {NAME: the literal VALUE, or the text}."""
+    import ast
+
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if not name or not value:
+            raise SystemExit(f"--set needs NAME=VALUE, got {item!r}")
+        try:
+            out[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[name] = value
+    return out
+
+
 def name_list(text: str) -> list[str]:
     """``"paper,fpn"`` -> ["paper", "fpn"] (an argparse type)."""
     return [v for v in text.split(",") if v]
