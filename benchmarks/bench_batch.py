@@ -114,12 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         common.emit(worker(args))
         return 0
-    from ftmtl.inbreast.synthetic import generate_synthetic_inbreast
-
     results = []
-    with tempfile.TemporaryDirectory(prefix="bench_batch_") as scratch:
-        data = Path(scratch) / "inbreast"
-        generate_synthetic_inbreast(data, n_patients=2, seed=SEED, image_shape=(832, 640))
+    with common.synthetic_inbreast("bench_batch_", (832, 640), seed=SEED) as data:
         for preset in args.presets:
             for phase in args.phases:
                 for batch in args.batches:

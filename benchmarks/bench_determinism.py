@@ -98,12 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         common.emit(worker(args))
         return 0
-    from ftmtl.inbreast.synthetic import generate_synthetic_inbreast
-
     results = []
-    with tempfile.TemporaryDirectory(prefix="bench_determinism_") as scratch:
-        data = Path(scratch) / "inbreast"
-        generate_synthetic_inbreast(data, n_patients=2, seed=SEED, image_shape=(416, 320))
+    with common.synthetic_inbreast("bench_determinism_", (416, 320), seed=SEED) as data:
         for round_ in range(args.rounds):
             for mode in MODES:
                 label = f"round {round_ + 1} {mode}"

@@ -171,12 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         common.emit(worker(args))
         return 0
-    from ftmtl.inbreast.synthetic import generate_synthetic_inbreast
-
     runs = {}
-    with tempfile.TemporaryDirectory(prefix="bench_workers_") as scratch:
-        data = Path(scratch) / "inbreast"
-        generate_synthetic_inbreast(data, n_patients=2, seed=SEED, image_shape=(416, 320))
+    with common.synthetic_inbreast("bench_workers_", (416, 320), seed=SEED) as data:
         for count in args.workers:
             common.log(f"start {count} worker(s)")
             runs[count] = run_cluster(args, count, data)

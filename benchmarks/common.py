@@ -11,6 +11,7 @@ whatever else (TF logging) the process writes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -19,8 +20,9 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +205,20 @@ def _own_cpu_seconds() -> float:
 def _children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+@contextlib.contextmanager
+def synthetic_inbreast(prefix: str, image_shape: tuple[int, int], n_patients: int = 2,
+                       seed: int = 0) -> Iterator[Path]:
+    """A synthetic INbreast folder in a temporary directory, for the worker processes of a
+    benchmark to read; removed on exit."""
+    from ftmtl.inbreast.synthetic import generate_synthetic_inbreast
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        data = Path(scratch) / "inbreast"
+        generate_synthetic_inbreast(data, n_patients=n_patients, seed=seed,
+                                    image_shape=image_shape)
+        yield data
 
 
 def log(message: str) -> None:

@@ -6,26 +6,15 @@ recipe, on one machine); they exchange gradients over gRPC on local ports.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from bench_workers import free_ports  # benchmarks/ is on pytest's pythonpath
 
 SCRIPT = Path(__file__).parent / "scripts" / "multiworker_step.py"
 STEPS = 2
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def script_env(tf_config: dict | None = None) -> dict:
