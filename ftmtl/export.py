@@ -49,6 +49,7 @@ from ftmtl.model import (
     ftmtl_setting,
     intensity_window,
 )
+from ftmtl.prefilter import PrefilterRefined
 from ftmtl.transfer import MaskWeightedTransfer
 from ftmtl.veto import MalignantVeto
 from mrcnn.checkpoint import save_config_json
@@ -74,7 +75,8 @@ PIXEL_RANGE = 255.0
 # Our layer classes, for reading the .keras file back.
 CUSTOM_OBJECTS = {cls.__name__: cls for cls in (
     BatchNorm, GroupNorm, ProposalLayer, ROIAlign, PyramidROIAlign, DetectionLayer,
-    RefineProposals, SequentialDetectionLayer, MaskWeightedTransfer, MalignantVeto)}
+    RefineProposals, PrefilterRefined, SequentialDetectionLayer, MaskWeightedTransfer,
+    MalignantVeto)}
 
 
 @dataclass(frozen=True)

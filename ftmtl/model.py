@@ -47,6 +47,7 @@ import tensorflow as tf
 from keras import layers
 
 from ftmtl.inbreast.intensity import DEFAULT_WINDOW, WINDOWS
+from ftmtl.prefilter import PrefilterRefined
 from ftmtl.transfer import MaskWeightedTransfer
 from ftmtl.veto import (
     BENIGN_CLASS_ID,
@@ -64,6 +65,7 @@ from mrcnn.detection import (
     window_from_meta,
 )
 from mrcnn.heads import (
+    apply_box_head,
     box_head_model,
     classifier,
     head_initializer,
@@ -86,6 +88,8 @@ FTMTL_DEFAULTS: dict[str, Any] = {
     "BENIGN_CLASS_ID": BENIGN_CLASS_ID,
     "MALIGNANT_CLASS_ID": MALIGNANT_CLASS_ID,
     "VETO_MIN_CONFIDENCE": VETO_MIN_CONFIDENCE,
+    "PREFILTER_MAX_ROIS": 0,
+    "PREFILTER_NMS_THRESHOLD": 0.7,
 }
 
 
@@ -111,6 +115,19 @@ def check_ftmtl_config(config) -> None:
     if isinstance(veto, bool) or not isinstance(veto, int | float) or not 0 <= veto <= 1:
         raise ConfigError(f"{name}.VETO_MIN_CONFIDENCE: must be a number in [0, 1], "
                           f"got {veto!r}")
+    _check_prefilter(config, name)
+
+
+def _check_prefilter(config, name: str) -> None:
+    cap = ftmtl_setting(config, "PREFILTER_MAX_ROIS")
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
+        raise ConfigError(f"{name}.PREFILTER_MAX_ROIS: must be 0 (off) or a positive integer, "
+                          f"got {cap!r}")
+    threshold = ftmtl_setting(config, "PREFILTER_NMS_THRESHOLD")
+    if (isinstance(threshold, bool) or not isinstance(threshold, int | float)
+            or not 0 < threshold <= 1):
+        raise ConfigError(f"{name}.PREFILTER_NMS_THRESHOLD: must be a number in (0, 1], "
+                          f"got {threshold!r}")
 
 
 class FTMTLConfig(Config):
@@ -135,6 +152,13 @@ class FTMTLConfig(Config):
     # The veto reads detections scoring at least this (the paper's 0.5), also when
     # DETECTION_MIN_CONFIDENCE keeps lower ones for the FROC (ftmtl.veto says why).
     VETO_MIN_CONFIDENCE = VETO_MIN_CONFIDENCE
+    # Inference: how many refined boxes the mask head and the classifier see (ftmtl.prefilter).
+    # 0: all of them (the paper's strict order); N: those left by a class-agnostic NMS at
+    # PREFILTER_NMS_THRESHOLD in proposal-score order, at most N (so also at most N
+    # detections). Training is the same either way. Off in every preset: on the
+    # fpn_cpu checkpoints of the accuracy benchmark it cost box AP (benchmarks/README.md).
+    PREFILTER_MAX_ROIS = 0
+    PREFILTER_NMS_THRESHOLD = 0.7
     # Share of training draws that are images without a mass, used by the class-balanced
     # sampler (mrcnn.sampling.DEFAULT_MASS_FREE_SHARE says why).
     MASS_FREE_SHARE = 0.2
@@ -345,12 +369,17 @@ class FTMTLNet(MaskRCNN):
         proposal_feature = roi_features(rois, mrcnn_maps, image_meta, config.POOL_SIZE,
                                         name="roi_align_classifier")
         box_model = box_head_model(proposal_feature, config)
-        _, deltas = box_model(proposal_feature)
+        _, deltas = apply_box_head(box_model, proposal_feature)
         refined = RefineProposals(config.BBOX_STD_DEV, name="mrcnn_refined_rois")(
             [rois, deltas, image_meta])
+        max_rois = ftmtl_setting(config, "PREFILTER_MAX_ROIS")
+        if max_rois:
+            refined = PrefilterRefined(
+                max_rois, ftmtl_setting(config, "PREFILTER_NMS_THRESHOLD"),
+                name="ftmtl_prefilter")(refined)
         refined_feature = roi_features(refined, mrcnn_maps, image_meta, config.POOL_SIZE,
                                        name="roi_align_refined")
-        class_feature, _ = box_model(refined_feature)
+        class_feature, _ = apply_box_head(box_model, refined_feature)
         theta4, masks = mask_head(refined, mrcnn_maps, image_meta, config,
                                   roi_feature=refined_feature)
         _, probs = self.build_classifier(class_feature, theta4, masks)

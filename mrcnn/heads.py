@@ -153,11 +153,21 @@ def configured_box_head(roi_feature, num_rois: int, config) -> tuple:
 
 def box_head_model(roi_feature, config) -> keras.Model:
     """The configured box/class head as one model, so that it can run on two sets of boxes
-    with the same weights (FT-MTL-Net's proposals, then its refined boxes): ROI feature ->
-    (class feature, deltas)."""
-    feature = keras.Input(tuple(roi_feature.shape[1:]), name="mrcnn_box_head_input")
-    class_feature, deltas = configured_box_head(feature, int(roi_feature.shape[1]), config)
+    with the same weights (FT-MTL-Net's proposals, then its refined boxes). It takes one ROI
+    per row ([R, 1, P, P, C]), so the two sets may differ in size (the inference prefilter);
+    ``apply_box_head`` runs it on [B, N, P, P, C]."""
+    feature = keras.Input((1, *roi_feature.shape[2:]), name="mrcnn_box_head_input")
+    class_feature, deltas = configured_box_head(feature, 1, config)
     return keras.Model(feature, [class_feature, deltas], name="mrcnn_box_head")
+
+
+def apply_box_head(box_model: keras.Model, roi_feature) -> tuple:
+    """``box_model`` (``box_head_model``) on ROI features [B, N, P, P, C] -> (class feature
+    [B, N, F], deltas [B, N, k, 4])."""
+    num_rois = int(roi_feature.shape[1])
+    class_feature, deltas = box_model(ops.reshape(roi_feature, (-1, 1, *roi_feature.shape[2:])))
+    return (ops.reshape(class_feature, (-1, num_rois, class_feature.shape[-1])),
+            ops.reshape(deltas, (-1, num_rois, *deltas.shape[2:])))
 
 
 def box_head(rois, feature_maps, image_meta, config) -> tuple:
