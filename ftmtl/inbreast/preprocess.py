@@ -23,7 +23,7 @@ from ftmtl.inbreast.intensity import (
     check_window,
     full_range,
 )
-from mrcnn.resample import linear_taps, ragged_ranges
+from mrcnn.resample import linear_taps, ragged_ranges, resize_anti_aliased
 
 logger = logging.getLogger(__name__)
 
@@ -151,10 +151,10 @@ def prepare_image(
     cropped_masks = masks[y1:y2, x1:x2]
     output_shape = _output_shape((y2 - y1, x2 - x1), target_size)
     if output_shape != image.shape:
-        image = skimage.transform.resize(
-            image, output_shape, order=1, anti_aliasing=output_shape[0] < image.shape[0],
-            preserve_range=True,
-        ).astype(np.float32)
+        # skimage.transform.resize's result (order 1, anti-aliased when shrinking), computed
+        # only where it is sampled (mrcnn.resample).
+        image = resize_anti_aliased(image, output_shape,
+                                    anti_aliasing=output_shape[0] < image.shape[0])
         cropped_masks = _resize_masks(cropped_masks, output_shape)
     image = apply_window(image, window, bits_stored, voi)
     transform = Transform((height, width), (int(y1), int(x1), int(y2), int(x2)), output_shape)
