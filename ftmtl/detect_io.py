@@ -45,6 +45,11 @@ SOURCE_UIDS = {"study_instance_uid": "StudyInstanceUID",
                "sop_instance_uid": "SOPInstanceUID"}
 # Overlays of full-size mammograms are drawn on an image subsampled to about this long side.
 OVERLAY_MAX_SIDE = 1024
+# The overlay PNG: 8 inches on the long side at OVERLAY_DPI, a band above for the title, and
+# zlib level 1 (a third of level 6's time on a mammogram overlay, a slightly larger file).
+OVERLAY_DPI = 100
+OVERLAY_TITLE_IN = 0.4
+OVERLAY_PNG_COMPRESSION = 1
 
 
 # ------------------------------------------------------------------------------- model input
@@ -240,6 +245,8 @@ def write_overlay_png(path: str | os.PathLike, image: np.ndarray, result: Mappin
     are subsampled by a whole factor first (boxes and masks with them), so full-size DICOMs
     give PNGs of a reasonable size. The case malignancy score goes into the title.
     """
+    from matplotlib.figure import Figure
+
     from mrcnn import visualize
 
     image = np.asarray(image)
@@ -251,9 +258,15 @@ def write_overlay_png(path: str | os.PathLike, image: np.ndarray, result: Mappin
     heading = title
     if case_score is not None:
         heading = f"{title}  case malignancy score {float(case_score):.3f}".strip()
-    size = 8.0 * np.array(shown.shape[1::-1], dtype=np.float64) / max(shown.shape[:2])
-    ax = visualize.display_instances(
+    width, height = 8.0 * np.array(shown.shape[1::-1], dtype=np.float64) / max(shown.shape[:2])
+    height += OVERLAY_TITLE_IN
+    # One axes that fills the figure below the title: savefig draws it once, where
+    # bbox_inches="tight" (visualize.save_figure) draws twice to find the margins.
+    figure = Figure(figsize=(width, height))
+    ax = figure.add_axes((0.0, 0.0, 1.0, 1.0 - OVERLAY_TITLE_IN / height))
+    visualize.display_instances(
         shown, boxes, masks, np.asarray(result["class_ids"]), class_names,
-        scores=np.asarray(result["scores"]), title=heading, figsize=tuple(size),
+        scores=np.asarray(result["scores"]), title=heading, ax=ax,
         captions=overlay_captions(result, class_names))
-    visualize.save_figure(ax, path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=OVERLAY_DPI, pil_kwargs={"compress_level": OVERLAY_PNG_COMPRESSION})
