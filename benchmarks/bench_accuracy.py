@@ -181,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="NAME=VALUE",
                    help="config override for both models, after BENCH_OVERRIDES "
                         f"({BENCH_OVERRIDES}); repeatable")
+    p.add_argument("--inference-set", dest="inference_overrides", type=override_arg,
+                   action="append", default=[], metavar="NAME=VALUE",
+                   help="also evaluate each trained model with this inference-only override "
+                        "(e.g. PREFILTER_MAX_ROIS=25), on the same checkpoint and test set: "
+                        "both settings side by side with their paired difference; repeatable "
+                        "(all apply together)")
     p.add_argument("--weights", default=DEFAULT_WEIGHTS, metavar="W",
                    help="none (from scratch), imagenet, imagenet:PATH or an .h5 PATH; anything "
                         "but none picks the paper's pretrained schedule (default: %(default)s)")
@@ -554,7 +560,7 @@ def compare_fingerprints(a: dict[str, tuple[float, float]], b: dict[str, tuple[f
 # other values of these is still the run this command would train.
 RESUME_FREE_ARGS = frozenset({"out", "resume", "seeds", "models", "budget_s", "threads",
                               "verbose", "no_val_curve", "val_patients", "nondeterministic",
-                              "intensity_scales"})
+                              "intensity_scales", "inference_overrides"})
 
 
 def args_record(args: dict[str, Any]) -> dict[str, Any]:
@@ -567,11 +573,13 @@ def training_args(args: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in args_record(args).items() if k not in RESUME_FREE_ARGS}
 
 
-def inference_config(args: argparse.Namespace, model_name: str):
-    """The model's config for evaluation: the run's, one image at a time."""
+def inference_config(args: argparse.Namespace, model_name: str, variant: bool = False):
+    """The model's config for evaluation: the run's, one image at a time (with
+    --inference-set's overrides when ``variant``)."""
     from ftmtl.presets import make_config
 
-    return make_config(args.preset, model_name, **{**config_overrides(args),
+    extra = dict(args.inference_overrides) if variant else {}
+    return make_config(args.preset, model_name, **{**config_overrides(args), **extra,
                                                    "IMAGES_PER_GPU": 1, "GPU_COUNT": 1})
 
 
@@ -629,9 +637,19 @@ def evaluate_run(record: dict[str, Any], args: argparse.Namespace, sets: dict[st
         by_scale[f"{scale:g}"] = run_metrics(scaled, scaled_cases)
     record = {**record, "status": "ok", "metrics": metrics, "eval_s": round(eval_s, 1),
               "evaluation": result.to_dict(), "metrics_by_intensity_scale": by_scale}
-    write_run_record(run_dir, record)
     del inference
     keras.backend.clear_session()
+    if args.inference_overrides:
+        variant = build_model("inference", inference_config(args, record["model"], True),
+                              run_dir / "logs")
+        result, cases, variant_s = evaluate_checkpoint(variant, record["checkpoint"],
+                                                       sets["test_ds"])
+        record["variant"] = {"overrides": dict(args.inference_overrides),
+                             "metrics": run_metrics(result, cases),
+                             "eval_s": round(variant_s, 1)}
+        del variant
+        keras.backend.clear_session()
+    write_run_record(run_dir, record)
     return record
 
 
@@ -856,10 +874,13 @@ def robustness_table(records: dict[str, list[dict[str, Any]]], scales: Sequence[
     return common.table(["model", "gain", *(headers[key] for key in ROBUSTNESS_KEYS)], rows)
 
 
-def paired_table(paired: dict[str, dict[str, Any]], a: str, b: str) -> str:
+def paired_table(paired: dict[str, dict[str, Any]], a: str, b: str,
+                 keys: Sequence[str] = METRIC_KEYS) -> str:
     """One row per metric: both means, the mean difference a - b ± its std, t, p, n."""
     rows = []
     for key, header in METRICS:
+        if key not in keys:
+            continue
         test = paired[key]
         digits = 0 if key == "train_s" else 3
         diff = _fmt(test["mean_diff"], digits)
@@ -867,8 +888,14 @@ def paired_table(paired: dict[str, dict[str, Any]], a: str, b: str) -> str:
             diff += f" ± {_fmt(test['std_diff'], digits)}"
         rows.append([header, _fmt(test["mean_a"], digits), _fmt(test["mean_b"], digits), diff,
                      _fmt(test["t"], 2), _fmt(test["p"]), test["n"]])
-    return common.table(["metric", MODEL_LABELS.get(a, a), MODEL_LABELS.get(b, b),
+    labels = {**MODEL_LABELS, "variant": "with --inference-set", "default": "as trained"}
+    return common.table(["metric", labels.get(a, a), labels.get(b, b),
                          f"difference ({a} - {b})", "t", "p (paired t)", "n seeds"], rows)
+
+
+def variant_table(paired: dict[str, dict[str, Any]]) -> str:
+    """paired_table's columns for one model: with --inference-set against without."""
+    return paired_table(paired, "variant", "default", keys=tuple(paired))
 
 
 def build_summary(records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -884,6 +911,15 @@ def build_summary(records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         summary["paired"] = {"a": "ftmtl", "b": "maskrcnn",
                              "metrics": paired_comparison(per_seed["ftmtl"],
                                                           per_seed["maskrcnn"])}
+    variants = {}
+    for model, runs in records.items():
+        with_variant = [run for run in runs if run.get("status") == "ok" and "variant" in run]
+        if with_variant:
+            variants[model] = paired_comparison(
+                {run["seed"]: run["variant"]["metrics"] for run in with_variant},
+                {run["seed"]: run["metrics"] for run in with_variant},
+                [key for key in METRIC_KEYS if key != "train_s"])
+    summary["variant"] = variants or None
     return summary
 
 
@@ -914,6 +950,13 @@ def report_text(payload: dict[str, Any]) -> str:
                   "differences are all equal).", ""]
     else:
         lines += ["(no paired comparison: it needs both models)", ""]
+    if payload["summary"].get("variant"):
+        overrides = ", ".join(f"{k}={v!r}" for k, v in args["inference_overrides"])
+        for model, paired in payload["summary"]["variant"].items():
+            lines += [f"## {MODEL_LABELS.get(model, model)}: inference with `{overrides}` "
+                      "against the run's own", "",
+                      "The same checkpoints and test sets, evaluated both ways.", "",
+                      variant_table(paired), ""]
     if args.get("intensity_scales"):
         lines += ["## Intensity robustness", "",
                   "Each model on its test set rendered at other detector gains (every stored "
@@ -1030,6 +1073,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     overrides = config_overrides(args)
     first = make_config(args.preset, args.models[0], **overrides)  # validates the overrides
+    if args.inference_overrides:
+        inference_config(args, args.models[0], variant=True)  # and these, before any training
     pretrained = args.weights != "none"
     if args.epochs is None:
         args.epochs = recipe_epochs(first, pretrained)

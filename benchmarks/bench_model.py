@@ -86,8 +86,9 @@ def worker_our_inference(args: argparse.Namespace) -> dict[str, Any]:
     from mrcnn.data import mold_inputs
 
     image = np.load(Path(args.workdir) / INPUTS_NAME)["random_image"]
+    overrides = common.parse_overrides(args.set + (args.inference_set if args.variant else []))
     config = common.our_config(args.preset, args.model, args.size, 1, args.detections,
-                        common.parse_overrides(args.set), args.precision)
+                               overrides, args.precision)
     with tempfile.TemporaryDirectory() as model_dir:
         start = time.perf_counter()
         net = build_model("inference", config, model_dir)
@@ -105,6 +106,7 @@ def worker_our_inference(args: argparse.Namespace) -> dict[str, Any]:
         peak_rss = common.peak_rss_mb()  # before the FLOP count's eager call, which needs more
         gflops = common.count_macs(net.keras_model, batch)["gflops"]
     return {"framework": "ours", "preset": args.preset, "model": args.model,
+            "variant": variant_label(args) if args.variant else "",
             "phase": "inference", "batch": 1, "build_s": build_s, "first_call_s": first_s,
             "detect": common.summary(detect), "graph": common.summary(graph),
             "detections": int(len(results[0]["class_ids"])), "parameters": params,
@@ -388,6 +390,8 @@ def worker_command(python: str, args: argparse.Namespace, worker: str, **extra: 
         command.append("--torch-cuda")
     for item in args.set:
         command += ["--set", item]
+    for item in args.inference_set:
+        command += ["--inference-set", item]
     for key, value in extra.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
     return command
@@ -427,6 +431,10 @@ def plan(args: argparse.Namespace, torch_python: str | None) -> list[tuple[str, 
                 jobs.append((f"{preset}/{model} {phase} b{batch}",
                              worker_command(ours, args, worker, preset=preset, model=model,
                                             batch=batch)))
+                if phase == "inference" and args.inference_set:
+                    jobs.append((f"{preset}/{model} {phase} b{batch} [{variant_label(args)}]",
+                                 worker_command(ours, args, worker, preset=preset,
+                                                model=model, batch=batch, variant=1)))
         if torch_python:
             kinds = ["rpn"] if phase == "inference" or args.torch_proposals == "rpn" else (
                 ["around-gt"] if args.torch_proposals == "around-gt" else ["rpn", "around-gt"])
@@ -436,6 +444,10 @@ def plan(args: argparse.Namespace, torch_python: str | None) -> list[tuple[str, 
                              worker_command(torch_python, args, "torch", phase=phase,
                                             batch=batch, proposals=kind)))
     return jobs
+
+
+def variant_label(args: argparse.Namespace) -> str:
+    return ", ".join(args.inference_set)
 
 
 def latency(result: dict[str, Any], key: str) -> float | None:
@@ -451,13 +463,15 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     for r in ok:
         if r["phase"] == "inference":
             gflops = r.get("gflops")
-            rows.append([r["preset"], r["model"], latency(r, "detect"), latency(r, "graph"),
+            rows.append([r["preset"], r["model"], r.get("variant", ""), latency(r, "detect"),
+                         latency(r, "graph"),
                          r["detect"]["min_s"], r["detect"]["max_s"], r.get("first_call_s"),
                          r.get("detections"), gflops,
                          gflops / latency(r, "detect") if gflops else None,
                          r["peak_rss_mb"], r["busy_before"], r.get("others_busy_cores"),
                          r["load_before"]])
-    lines.append(common.table(["preset", "model", "detect s", "graph s", "min s", "max s",
+    lines.append(common.table(["preset", "model", "variant", "detect s", "graph s", "min s",
+                               "max s",
                                "first call s", "dets", "GFLOPs", "GFLOP/s", "peak RSS MiB",
                                "busy before", "others during", "load"], rows))
     rows = []
@@ -479,7 +493,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         for phase, batch, key in [("inference", 1, "detect"), ("inference", 1, "graph"),
                                   *[("training", b, "step") for b in args.train_batches]]:
             pair = {r["model"]: latency(r, key) for r in ok
-                    if r["preset"] == preset and r["phase"] == phase and r["batch"] == batch}
+                    if r["preset"] == preset and r["phase"] == phase and r["batch"] == batch
+                    and not r.get("variant")}
             if pair.get("ftmtl") and pair.get("maskrcnn"):
                 overhead = 100.0 * (pair["ftmtl"] / pair["maskrcnn"] - 1.0)
                 rows.append([preset, f"{phase} b{batch} ({key})", pair["ftmtl"],
@@ -499,10 +514,11 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
                         other["phase"], other["batch"]):
                     continue
                 mine, their = latency(r, key), latency(other, key)
-                rows.append([r["preset"], r["model"], f"{r['phase']} b{r['batch']}",
-                             other["model"], mine, their, f"{mine / their:.2f}x"])
-        lines.append(common.table(["preset", "model", "measure", "against", "ours s",
-                                   "torchvision s", "ours/theirs"], rows))
+                rows.append([r["preset"], r["model"], r.get("variant", ""),
+                             f"{r['phase']} b{r['batch']}", other["model"], mine, their,
+                             f"{mine / their:.2f}x"])
+        lines.append(common.table(["preset", "model", "variant", "measure", "against",
+                                   "ours s", "torchvision s", "ours/theirs"], rows))
     failed = [r for r in results if "error" in r]
     if failed:
         lines += ["", "## Failed"] + [f"- {r['label']}: {r['error']}" for r in failed]
@@ -525,6 +541,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override a config attribute of our models (repeatable), e.g. "
                         "--set POST_NMS_ROIS_INFERENCE=300")
+    parser.add_argument("--inference-set", action="append", default=[], metavar="NAME=VALUE",
+                        help="also time our inference with these overrides (after --set), "
+                        "side by side: e.g. --inference-set PREFILTER_MAX_ROIS=0 for the "
+                        "paper's strict order where the preset prefilters")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--lr", type=float, default=0.0,
                         help="SGD learning rate of the timed steps (both frameworks). 0 keeps "
@@ -568,6 +588,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--variant", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 

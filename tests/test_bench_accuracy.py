@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from ftmtl.presets import make_config
+
 # Models trained for two steps detect nothing: undefined Dice/AUC warnings are expected.
 pytestmark = pytest.mark.filterwarnings("ignore::ftmtl.evaluation.UndefinedMetricWarning")
 
@@ -273,3 +275,29 @@ def test_resume_evaluates_the_finished_runs_again_without_training(quick_run, tm
     assert "## Intensity robustness" in (copy / "results.md").read_text()
     assert after["data"]["0"]["test_g2"]["intensity_scale"] == 2.0
     assert "Resumed (trained by an earlier invocation" in (copy / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_inference_set_evaluates_the_same_checkpoints_a_second_way(quick_run, tmp_path):
+    out, _ = quick_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    # A prefilter that keeps every refined box must reproduce the run's own figures.
+    keep_all = make_config(bench.DEFAULT_PRESET).POST_NMS_ROIS_INFERENCE
+    assert bench.main(["--quick", "--out", str(copy), "--resume", "--nondeterministic",
+                       "--inference-set", f"PREFILTER_MAX_ROIS={keep_all}",
+                       "--inference-set", "PREFILTER_NMS_THRESHOLD=1.0"]) == 0
+    after = json.loads((copy / "results.json").read_text())
+    for runs in after["runs"].values():
+        for run in runs:
+            variant = run["variant"]
+            assert variant["overrides"] == {"PREFILTER_MAX_ROIS": keep_all,
+                                            "PREFILTER_NMS_THRESHOLD": 1.0}
+            for key in bench.METRIC_KEYS:
+                if key != "train_s":
+                    assert variant["metrics"][key] == pytest.approx(run["metrics"][key],
+                                                                    nan_ok=True), key
+    paired = after["summary"]["variant"]["ftmtl"]
+    assert paired["dice"]["mean_diff"] in (0.0, None)
+    text = (copy / "results.md").read_text()
+    assert "inference with `PREFILTER_MAX_ROIS=" in text and "as trained" in text
