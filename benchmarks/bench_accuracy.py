@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import common
+import feature_probe
 import numpy as np
 
 from ftmtl.cli import (  # no TensorFlow at import
@@ -187,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(e.g. PREFILTER_MAX_ROIS=25), on the same checkpoint and test set: "
                         "both settings side by side with their paired difference; repeatable "
                         "(all apply together)")
+    p.add_argument("--probe", action="store_true",
+                   help="also fit a linear probe on the classifier's input features of the "
+                        "training masses and score the test masses (feature_probe.py): how "
+                        "much of the grade the features hold, against the classifier's own")
     p.add_argument("--weights", default=DEFAULT_WEIGHTS, metavar="W",
                    help="none (from scratch), imagenet, imagenet:PATH or an .h5 PATH; anything "
                         "but none picks the paper's pretrained schedule (default: %(default)s)")
@@ -560,7 +565,7 @@ def compare_fingerprints(a: dict[str, tuple[float, float]], b: dict[str, tuple[f
 # other values of these is still the run this command would train.
 RESUME_FREE_ARGS = frozenset({"out", "resume", "seeds", "models", "budget_s", "threads",
                               "verbose", "no_val_curve", "val_patients", "nondeterministic",
-                              "intensity_scales", "inference_overrides"})
+                              "intensity_scales", "inference_overrides", "probe"})
 
 
 def args_record(args: dict[str, Any]) -> dict[str, Any]:
@@ -637,6 +642,9 @@ def evaluate_run(record: dict[str, Any], args: argparse.Namespace, sets: dict[st
         by_scale[f"{scale:g}"] = run_metrics(scaled, scaled_cases)
     record = {**record, "status": "ok", "metrics": metrics, "eval_s": round(eval_s, 1),
               "evaluation": result.to_dict(), "metrics_by_intensity_scale": by_scale}
+    if args.probe:
+        record["probe"] = feature_probe.linear_probe(inference, sets["train_ds"],
+                                                     sets["test_ds"])
     del inference
     keras.backend.clear_session()
     if args.inference_overrides:
@@ -893,6 +901,20 @@ def paired_table(paired: dict[str, dict[str, Any]], a: str, b: str,
                          f"difference ({a} - {b})", "t", "p (paired t)", "n seeds"], rows)
 
 
+def probe_table(probed: dict[str, list[dict[str, Any]]]) -> str:
+    """One row per probed run: its masses and the four mass AUCs."""
+    rows = []
+    for model, runs in probed.items():
+        for run in runs:
+            probe = run["probe"]
+            rows.append([MODEL_LABELS.get(model, model), run["seed"],
+                         f"{probe['n_train']} / {probe['n_test']}", probe["features"],
+                         _fmt(probe["own_train_auc"]), _fmt(probe["own_test_auc"]),
+                         _fmt(probe["probe_train_auc"]), _fmt(probe["probe_test_auc"])])
+    return common.table(["model", "seed", "masses train / test", "features", "own, train",
+                         "own, test", "probe, train", "probe, test"], rows)
+
+
 def variant_table(paired: dict[str, dict[str, Any]]) -> str:
     """paired_table's columns for one model: with --inference-set against without."""
     return paired_table(paired, "variant", "default", keys=tuple(paired))
@@ -957,6 +979,15 @@ def report_text(payload: dict[str, Any]) -> str:
                       "against the run's own", "",
                       "The same checkpoints and test sets, evaluated both ways.", "",
                       variant_table(paired), ""]
+    probed = {model: [r for r in runs if r.get("status") == "ok" and "probe" in r]
+              for model, runs in payload["runs"].items()}
+    if any(probed.values()):
+        lines += ["## Linear probe of the classifier's input", "",
+                  "Mass AUC on the masses a refined box matches at IoU >= "
+                  f"{feature_probe.MATCH_IOU:g}: the classifier's own p(malignant | mass), and "
+                  "a logistic regression (standardised, C = "
+                  f"{feature_probe.PROBE_C:g}) fitted on the training masses' classifier "
+                  "input.", "", probe_table(probed), ""]
     if args.get("intensity_scales"):
         lines += ["## Intensity robustness", "",
                   "Each model on its test set rendered at other detector gains (every stored "

@@ -301,3 +301,42 @@ def test_inference_set_evaluates_the_same_checkpoints_a_second_way(quick_run, tm
     assert paired["dice"]["mean_diff"] in (0.0, None)
     text = (copy / "results.md").read_text()
     assert "inference with `PREFILTER_MAX_ROIS=" in text and "as trained" in text
+
+
+@pytest.mark.slow
+def test_probe_reports_the_classifiers_own_and_a_linear_read_outs_auc(quick_run, tmp_path):
+    out, _ = quick_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    assert bench.main(["--quick", "--out", str(copy), "--resume", "--nondeterministic",
+                       "--probe"]) == 0
+    after = json.loads((copy / "results.json").read_text())
+    for runs in after["runs"].values():
+        for run in runs:
+            probe = run["probe"]
+            assert probe["n_train"] >= 0 and probe["n_test"] >= 0
+            for key in ("own_train_auc", "own_test_auc", "probe_train_auc", "probe_test_auc"):
+                assert probe[key] is None or 0.0 <= probe[key] <= 1.0, key
+    assert "## Linear probe of the classifier's input" in (copy / "results.md").read_text()
+
+
+def test_linear_probe_scores_test_masses_with_a_read_out_fitted_on_training_masses(
+        monkeypatch):
+    import feature_probe
+
+    rng = np.random.default_rng(0)
+
+    def fake_masses(net, feature_model, dataset):
+        labels = np.tile([0, 1], 20)
+        # Feature 0 carries the label (shifted by the set: a probe that refits on the test set
+        # would not notice the shift); the classifier's own score is the label flipped.
+        features = rng.normal(size=(40, 6))
+        features[:, 0] += 3.0 * labels + dataset
+        return features, labels, 1.0 - labels
+
+    monkeypatch.setattr(feature_probe, "classifier_input_model", lambda net: None)
+    monkeypatch.setattr(feature_probe, "mass_features", fake_masses)
+    result = feature_probe.linear_probe(None, 0, 1)
+    assert result["n_train"] == result["n_test"] == 40 and result["features"] == 6
+    assert result["own_train_auc"] == result["own_test_auc"] == 0.0
+    assert result["probe_train_auc"] > 0.95 and result["probe_test_auc"] > 0.95
