@@ -149,3 +149,22 @@ def test_a_prefilter_that_keeps_every_box_changes_nothing(strict_and_image):
     before, after = outputs_of(strict, image), outputs_of(keep_all, image)
     for key in ("detections", "detection_probs", "mrcnn_mask", "case_score"):
         np.testing.assert_allclose(after[key], before[key], atol=1e-5, err_msg=key)
+
+
+def test_a_prefiltering_network_round_trips_through_the_keras_file(strict_and_image, tmp_path):
+    from ftmtl.export import load_keras_model
+    from mrcnn.anchors import get_anchors
+    from mrcnn.data import mold_inputs
+
+    strict, image = strict_and_image
+    net = net_with(strict.keras_model.get_weights(), PREFILTER_MAX_ROIS=6)
+    path = tmp_path / "model.keras"
+    net.keras_model.save(path)
+    loaded = load_keras_model(path)
+    molded, metas, _ = mold_inputs([image], net.config)
+    anchors = get_anchors(net.config, tuple(molded.shape[1:3]))[np.newaxis]
+    batch = {"input_image": molded, "input_image_meta": metas, "input_anchors": anchors}
+    expected, got = net.keras_model(batch), loaded(batch)
+    assert np.asarray(got["refined_rois"]).shape[1] == 6
+    for key in ("refined_rois", "detections", "case_score"):
+        np.testing.assert_allclose(np.asarray(got[key]), np.asarray(expected[key]), atol=1e-5)
