@@ -543,8 +543,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "--set POST_NMS_ROIS_INFERENCE=300")
     parser.add_argument("--inference-set", action="append", default=[], metavar="NAME=VALUE",
                         help="also time our inference with these overrides (after --set), "
-                        "side by side: e.g. --inference-set PREFILTER_MAX_ROIS=0 for the "
-                        "paper's strict order where the preset prefilters")
+                        "side by side: e.g. --inference-set PREFILTER_MAX_ROIS=50 for the "
+                        "prefilter beside the presets' strict order")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--lr", type=float, default=0.0,
                         help="SGD learning rate of the timed steps (both frameworks). 0 keeps "
