@@ -260,13 +260,13 @@ def write_overlay_png(path: str | os.PathLike, image: np.ndarray, result: Mappin
         heading = f"{title}  case malignancy score {float(case_score):.3f}".strip()
     width, height = 8.0 * np.array(shown.shape[1::-1], dtype=np.float64) / max(shown.shape[:2])
     height += OVERLAY_TITLE_IN
-    # One axes that fills the figure below the title, so it is saved without a tight bounding
-    # box (which draws the figure twice to find the margins).
+    # One axes that fills the figure below the title: savefig draws it once, where
+    # bbox_inches="tight" (visualize.save_figure) draws twice to find the margins.
     figure = Figure(figsize=(width, height))
     ax = figure.add_axes((0.0, 0.0, 1.0, 1.0 - OVERLAY_TITLE_IN / height))
     visualize.display_instances(
         shown, boxes, masks, np.asarray(result["class_ids"]), class_names,
         scores=np.asarray(result["scores"]), title=heading, ax=ax,
         captions=overlay_captions(result, class_names))
-    visualize.save_figure(figure, path, dpi=OVERLAY_DPI, tight=False,
-                          compress_level=OVERLAY_PNG_COMPRESSION)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=OVERLAY_DPI, pil_kwargs={"compress_level": OVERLAY_PNG_COMPRESSION})

@@ -293,26 +293,3 @@ def test_save_figure_writes_a_png_and_closes_the_figure(tmp_path, scene):
     curves = visualize.plot_losses({"loss": [1.0, 0.5]})
     visualize.save_figure(curves, tmp_path / "losses.png")
     assert (tmp_path / "losses.png").stat().st_size > 0
-
-
-def test_save_figure_options_keep_the_canvas_size_and_set_the_compression(tmp_path):
-    from PIL import Image
-
-    def figure():
-        fig = plt.figure(figsize=(2.0, 1.5))
-        ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-        ax.imshow(np.random.default_rng(0).random((60, 80)), cmap="gray")
-        ax.set_axis_off()
-        return fig
-
-    # Without tight cropping the PNG is exactly figsize x dpi; tight cropping may trim it.
-    visualize.save_figure(figure(), tmp_path / "whole.png", dpi=50, tight=False)
-    with Image.open(tmp_path / "whole.png") as png:
-        assert png.size == (100, 75)
-    # zlib level 0 stores the pixels uncompressed: larger than level 9 of the same figure.
-    visualize.save_figure(figure(), tmp_path / "raw.png", tight=False, compress_level=0)
-    visualize.save_figure(figure(), tmp_path / "small.png", tight=False, compress_level=9)
-    raw, small = (tmp_path / "raw.png").stat().st_size, (tmp_path / "small.png").stat().st_size
-    assert raw > small
-    with Image.open(tmp_path / "raw.png") as a, Image.open(tmp_path / "small.png") as b:
-        assert np.array_equal(np.asarray(a), np.asarray(b))
