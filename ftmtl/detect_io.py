@@ -45,10 +45,8 @@ SOURCE_UIDS = {"study_instance_uid": "StudyInstanceUID",
                "sop_instance_uid": "SOPInstanceUID"}
 # Overlays of full-size mammograms are drawn on an image subsampled to about this long side.
 OVERLAY_MAX_SIDE = 1024
-# The overlay PNG: 8 inches on the long side at OVERLAY_DPI, a band above for the title, and
-# zlib level 1 (a third of level 6's time on a mammogram overlay, a slightly larger file).
-OVERLAY_DPI = 100
-OVERLAY_TITLE_IN = 0.4
+# zlib level of the overlay PNG: 1 takes a third of level 6's time on a mammogram overlay for
+# a slightly larger file.
 OVERLAY_PNG_COMPRESSION = 1
 
 
@@ -245,28 +243,19 @@ def write_overlay_png(path: str | os.PathLike, image: np.ndarray, result: Mappin
     are subsampled by a whole factor first (boxes and masks with them), so full-size DICOMs
     give PNGs of a reasonable size. The case malignancy score goes into the title.
     """
-    from matplotlib.figure import Figure
+    from PIL import Image
 
-    from mrcnn import visualize
+    from mrcnn.overlay import render_instances
 
     image = np.asarray(image)
     step = max(1, int(np.ceil(max(image.shape[:2]) / max_side)))
     boxes = np.asarray(result["rois"], dtype=np.float64).reshape(-1, 4) / step
     masks = np.asarray(result["masks"], dtype=bool)[::step, ::step]
-    shown = image[::step, ::step]
     case_score = result.get("case_score")
     heading = title
     if case_score is not None:
         heading = f"{title}  case malignancy score {float(case_score):.3f}".strip()
-    width, height = 8.0 * np.array(shown.shape[1::-1], dtype=np.float64) / max(shown.shape[:2])
-    height += OVERLAY_TITLE_IN
-    # One axes that fills the figure below the title: savefig draws it once, where
-    # bbox_inches="tight" (visualize.save_figure) draws twice to find the margins.
-    figure = Figure(figsize=(width, height))
-    ax = figure.add_axes((0.0, 0.0, 1.0, 1.0 - OVERLAY_TITLE_IN / height))
-    visualize.display_instances(
-        shown, boxes, masks, np.asarray(result["class_ids"]), class_names,
-        scores=np.asarray(result["scores"]), title=heading, ax=ax,
-        captions=overlay_captions(result, class_names))
+    drawn = render_instances(image[::step, ::step], boxes, masks,
+                             overlay_captions(result, class_names), title=heading)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=OVERLAY_DPI, pil_kwargs={"compress_level": OVERLAY_PNG_COMPRESSION})
+    Image.fromarray(drawn).save(path, compress_level=OVERLAY_PNG_COMPRESSION)

@@ -192,7 +192,7 @@ def display_instances(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
     ax = ax if ax is not None else _new_axes(figsize)
 
     shown = to_display_image(image)
-    regions = _set_regions(masks) if n else []
+    regions = mask_regions(masks) if n else []
     for i in range(n):
         if _is_padding(boxes[i]):
             continue
@@ -226,7 +226,7 @@ def display_instances(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
     return ax
 
 
-def _set_regions(masks: np.ndarray) -> list[tuple[slice, slice] | None]:
+def mask_regions(masks: np.ndarray) -> list[tuple[slice, slice] | None]:
     """Per mask of ``masks`` [H, W, N]: the smallest (rows, columns) slices holding every set
     pixel, None if none is set. Two passes over the stack, not two a mask."""
     rows_any = np.any(masks, axis=1)  # [H, N]
