@@ -143,23 +143,32 @@ def detection_record(source: str | os.PathLike, image_shape: Sequence[int],
 
 
 def _rle_and_area(mask: np.ndarray, occupied: np.ndarray) -> tuple[dict[str, Any], int]:
-    """``rle_encode(mask)`` and the mask's pixel count, read from the columns it reaches
-    (``occupied``, bool [w]) alone: a full-size mask is mostly background, and encoding all
-    of it was most of the JSON's time (benchmarks/bench_detect_host.py)."""
+    """``rle_encode(mask)`` and the mask's pixel count, read from the rows and columns it
+    reaches alone (``occupied``, bool [w]: its columns): a full-size mask is mostly
+    background, and encoding all of it was most of the JSON's time
+    (benchmarks/bench_detect_host.py)."""
     height, width = mask.shape
-    reached = np.flatnonzero(occupied)
-    if reached.size == 0:
+    columns = np.flatnonzero(occupied)
+    if columns.size == 0:
         return {"size": [height, width], "counts": [height * width] if mask.size else []}, 0
-    first, last = int(reached[0]), int(reached[-1]) + 1
-    block = mask[:, first:last]
-    counts = rle_encode(block)["counts"]
-    counts[0] += first * height  # the columns before: background, as the first run
-    after = (width - last) * height
-    if after and len(counts) % 2:  # the block ends with background: the columns after join it
-        counts[-1] += after
-    elif after:
-        counts.append(after)
-    return {"size": [height, width], "counts": counts}, int(np.count_nonzero(block))
+    first_col, end_col = int(columns[0]), int(columns[-1]) + 1
+    block = mask[:, first_col:end_col]
+    rows = np.flatnonzero(block.any(axis=1))
+    first_row, end_row = int(rows[0]), int(rows[-1]) + 1
+    # The mask's box with a background row above and below: in column-major order every
+    # column then starts and ends with background, so its changes are the mask's own.
+    padded = np.zeros((end_row - first_row + 2, end_col - first_col), dtype=bool)
+    padded[1:-1] = block[first_row:end_row]
+    flat = padded.ravel(order="F")
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    column, row = np.divmod(changes, padded.shape[0])
+    starts = (first_col + column) * height + first_row + row - 1  # in the whole mask
+    # A run that ends on the last row and one that starts on the next column's first row
+    # meet at the same index: no change there. A run ending on the last pixel ends the list.
+    starts, repeats = np.unique(starts, return_counts=True)
+    starts = starts[(repeats % 2 == 1) & (starts < height * width)]
+    counts = np.diff(np.concatenate(([0], starts, [height * width]))).tolist()
+    return {"size": [height, width], "counts": counts}, int(np.count_nonzero(padded))
 
 
 def write_detection_json(path: str | os.PathLike, source: str | os.PathLike,

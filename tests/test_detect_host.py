@@ -251,10 +251,28 @@ def test_json_masks_and_areas_are_those_of_the_whole_mask():
         blob_masks(rng, (64, 44), 6), np.zeros((64, 44, 1), bool)], axis=-1))
     masks[0, 0, 1] = masks[-1, -1, 2] = True  # the first and the last pixel
     masks[:, :, 3] = True
+    # Runs that meet across columns: the last row of one column, the first of the next.
+    masks[-3:, 20, 4] = masks[:2, 21, 4] = masks[-1, 22, 4] = masks[0, 23, 4] = True
+    masks[:, -1, 5] = True  # the last column, down to the last pixel
     count = masks.shape[-1]
     result = {"rois": np.zeros((count, 4), np.int32), "class_ids": np.ones(count, np.int32),
               "scores": np.ones(count, np.float32), "masks": masks}
     record = detect_io.detection_record("x.dcm", (400, 300), result)
+    for i, entry in enumerate(record["detections"]):
+        assert entry["mask"] == rle_encode(masks[..., i])
+        assert entry["area_px"] == int(masks[..., i].sum())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_json_rle_of_random_masks_touching_every_edge(seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(v) for v in rng.integers(1, 12, size=2))
+    masks = rng.random(shape + (5,)) < [0.05, 0.3, 0.7, 0.95, 1.0]
+    masks[[0, -1], :, 1] = masks[:, [0, -1], 2] = True
+    count = masks.shape[-1]
+    result = {"rois": np.zeros((count, 4), np.int32), "class_ids": np.ones(count, np.int32),
+              "scores": np.ones(count, np.float32), "masks": masks}
+    record = detect_io.detection_record("x.dcm", shape, result)
     for i, entry in enumerate(record["detections"]):
         assert entry["mask"] == rle_encode(masks[..., i])
         assert entry["area_px"] == int(masks[..., i].sum())
