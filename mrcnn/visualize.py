@@ -85,13 +85,21 @@ def _value_range(image: np.ndarray) -> tuple[float, float]:
 
 
 def to_display_image(image: np.ndarray) -> np.ndarray:
-    """Any supported image -> uint8 [H, W, 3] for drawing (see ``_value_range`` for scaling)."""
-    rgb = _as_rgb(image)
-    lo, hi = _value_range(rgb)
-    if lo == 0.0 and hi == 255.0 and rgb.dtype == np.uint8:
-        return rgb.copy()
-    scaled = (np.nan_to_num(rgb.astype(np.float64)) - lo) / (hi - lo) * 255.0
-    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+    """Any supported image -> uint8 [H, W, 3] for drawing (see ``_value_range`` for scaling).
+
+    A gray image is scaled before its channel is replicated (a third of the work on a
+    mammogram), and only floating-point images are searched for NaN and infinity."""
+    image = np.asarray(image)
+    gray = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+    channels = gray if gray.ndim == 2 else _as_rgb(image)
+    lo, hi = _value_range(channels)
+    if lo == 0.0 and hi == 255.0 and channels.dtype == np.uint8:
+        return _as_rgb(channels).copy() if channels.ndim == 3 else _as_rgb(channels)
+    values = channels.astype(np.float64)
+    if np.issubdtype(channels.dtype, np.floating):
+        values = np.nan_to_num(values)
+    scaled = (values - lo) / (hi - lo) * 255.0
+    return _as_rgb(np.clip(np.round(scaled), 0, 255).astype(np.uint8))
 
 
 def apply_mask(image: np.ndarray, mask: np.ndarray, color: Sequence[float],

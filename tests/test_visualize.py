@@ -117,6 +117,45 @@ def test_to_display_image_normalises_gray_and_float_scales():
         visualize.to_display_image(np.zeros((4, 4, 2)))
 
 
+def _display_reference(image):
+    """The scaling written out on all three channels in float64 (the stated rule)."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    rgb = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image[..., :3]
+    values = rgb.astype(np.float64)
+    finite = values[np.isfinite(values)]
+    lo, hi = float(finite.min()), float(finite.max())
+    if image.dtype == bool or (lo >= 0 and hi <= 1 and np.issubdtype(image.dtype, np.floating)):
+        lo, hi = 0.0, 1.0
+    elif lo >= 0 and hi <= 255:
+        lo, hi = 0.0, 255.0
+    elif hi == lo:
+        hi = lo + 1.0
+    scaled = (np.nan_to_num(values) - lo) / (hi - lo) * 255.0
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kind", ["uint16", "uint8 gray", "uint8 rgba", "float nan", "bool",
+                                  "int column", "float rgb"])
+def test_to_display_image_matches_the_rule_on_every_kind_of_image(kind):
+    rng = np.random.default_rng(len(kind))
+    image = {
+        "uint16": rng.integers(0, 16383, (30, 20)).astype(np.uint16),
+        "uint8 gray": rng.integers(0, 256, (30, 20)).astype(np.uint8),
+        "uint8 rgba": rng.integers(0, 256, (30, 20, 4)).astype(np.uint8),
+        "float nan": np.where(rng.random((30, 20)) < 0.1, np.nan, rng.normal(0, 50, (30, 20))),
+        "bool": rng.random((30, 20)) < 0.5,
+        "int column": rng.integers(-500, 500, (30, 20, 1)),
+        "float rgb": rng.random((30, 20, 3)) * 3.0,
+    }[kind]
+    before = image.copy()
+    shown = visualize.to_display_image(image)
+    np.testing.assert_array_equal(shown, _display_reference(image))
+    assert shown.flags.writeable and not np.shares_memory(shown, image)
+    np.testing.assert_array_equal(image, before)
+
+
 # ---------------------------------------------------------------------- display_instances
 def test_display_instances_draws_boxes_captions_masks_and_outlines(scene):
     image, boxes, masks, class_ids = scene
