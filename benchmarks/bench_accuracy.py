@@ -118,6 +118,8 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("dice", "Dice (detected)"),
     ("auc", "case AUC"),
     ("mass_auc", "mass AUC (found)"),
+    ("top_auc", "case AUC (top box)"),
+    ("veto_fp", "veto FP/img"),
     ("box_ap50", "box AP@0.5"),
     ("found_iou50", f"found IoU>={FOUND_IOU:g}"),
     ("train_s", "train s"),
@@ -360,6 +362,47 @@ def mass_auc(cases: Sequence[Any]) -> float | None:
     return roc_auc(labels, scores) if len(set(labels)) == 2 else None
 
 
+def top_box_auc(cases: Sequence[Any]) -> float | None:
+    """Case AUC when a case is scored p(malignant) / (p(benign) + p(malignant)) of its most
+    confident detection alone (0.5 without one), benign against malignant cases. Not the
+    paper's veto, which takes the highest p(malignant) of every box called malignant: set
+    beside it, the two tell a classifier that grades the masses it finds from confident false
+    positives that decide the veto."""
+    from ftmtl.metrics import roc_auc
+    from ftmtl.veto import BENIGN_CLASS_ID, MALIGNANT_CLASS_ID
+
+    labels, scores = [], []
+    for case in cases:
+        if case.label not in ("benign", "malignant"):
+            continue
+        score = 0.5
+        if case.scores.size:
+            probs = case.class_probs[int(np.argmax(case.scores))]
+            both = probs[BENIGN_CLASS_ID] + probs[MALIGNANT_CLASS_ID]
+            score = float(probs[MALIGNANT_CLASS_ID] / both) if both > 0 else 0.5
+        labels.append(int(case.label == "malignant"))
+        scores.append(score)
+    return roc_auc(labels, scores) if len(set(labels)) == 2 else None
+
+
+def veto_false_positives(cases: Sequence[Any], min_confidence: float,
+                         iou: float = FOUND_IOU) -> float | None:
+    """Detections per image that the veto reads (score >= ``min_confidence``) and that hit no
+    mass at box IoU >= ``iou``: each, called malignant, can decide its case."""
+    from mrcnn.box_ops import compute_overlaps
+
+    if not cases:
+        return None
+    false = 0
+    for case in cases:
+        read = case.scores >= min_confidence
+        if case.gt_boxes.shape[0] and read.any():
+            hit = (compute_overlaps(case.rois, case.gt_boxes) >= iou).any(axis=1)
+            read &= ~hit
+        false += int(read.sum())
+    return false / len(cases)
+
+
 def label_ceiling_auc(folder: str | os.PathLike) -> float | None:
     """Case AUC of the generator's own shape family (irregular or spiculated: malignant-looking)
     on a synthetic set: what a reader who sees each mass's true outline reaches. At difficulty
@@ -429,14 +472,18 @@ def _finite_or_none(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def run_metrics(result: Any, cases: Sequence[Any]) -> dict[str, Any]:
-    """The reported numbers of one run (None where undefined on these cases)."""
+def run_metrics(result: Any, cases: Sequence[Any], veto_min_confidence: float
+                ) -> dict[str, Any]:
+    """The reported numbers of one run (None where undefined on these cases);
+    ``veto_min_confidence``: the model's VETO_MIN_CONFIDENCE (the boxes the veto reads)."""
     metrics: dict[str, Any] = {tpr_key(p): _finite_or_none(result.tpr_at_fpi.get(float(p)))
                                for p in REPORTED_FPI}
     found, total = masses_found(cases)
     metrics.update(dice=_finite_or_none(result.dice_mean), auc=_finite_or_none(result.auc),
                    box_ap50=_finite_or_none(result.box_map50),
                    found_iou50=found / total if total else None, mass_auc=mass_auc(cases),
+                   top_auc=top_box_auc(cases),
+                   veto_fp=veto_false_positives(cases, veto_min_confidence),
                    n_found_iou50=found, n_masses=total, n_missed_iou40=int(result.n_missed),
                    n_cases=int(result.n_cases), n_labelled=int(result.n_labelled),
                    n_detected_cases=int(result.n_detected))
@@ -635,11 +682,16 @@ def evaluate_run(record: dict[str, Any], args: argparse.Namespace, sets: dict[st
                             run_dir / "logs")
     result, cases, eval_s = evaluate_checkpoint(inference, record["checkpoint"],
                                                 sets["test_ds"])
-    metrics = {**run_metrics(result, cases), "train_s": record["metrics"]["train_s"]}
+    from ftmtl.model import ftmtl_setting
+
+    def metrics_of(model, result, cases):
+        return run_metrics(result, cases, ftmtl_setting(model.config, "VETO_MIN_CONFIDENCE"))
+
+    metrics = {**metrics_of(inference, result, cases), "train_s": record["metrics"]["train_s"]}
     by_scale = {}
     for scale, dataset in sets.get("scaled_test", {}).items():
         scaled, scaled_cases, _ = evaluate_checkpoint(inference, record["checkpoint"], dataset)
-        by_scale[f"{scale:g}"] = run_metrics(scaled, scaled_cases)
+        by_scale[f"{scale:g}"] = metrics_of(inference, scaled, scaled_cases)
     record = {**record, "status": "ok", "metrics": metrics, "eval_s": round(eval_s, 1),
               "evaluation": result.to_dict(), "metrics_by_intensity_scale": by_scale}
     if args.probe:
@@ -653,7 +705,7 @@ def evaluate_run(record: dict[str, Any], args: argparse.Namespace, sets: dict[st
         result, cases, variant_s = evaluate_checkpoint(variant, record["checkpoint"],
                                                        sets["test_ds"])
         record["variant"] = {"overrides": dict(args.inference_overrides),
-                             "metrics": run_metrics(result, cases),
+                             "metrics": metrics_of(variant, result, cases),
                              "eval_s": round(variant_s, 1)}
         del variant
         keras.backend.clear_session()

@@ -83,6 +83,47 @@ def test_found_mass_scores_read_the_best_detection_on_each_found_mass():
     assert bench.mass_auc(cases[:1]) is None  # one label only
 
 
+def _labelled_case(label, rois, scores, probs, gt=()):
+    return SimpleNamespace(label=label, rois=np.array(rois, float).reshape(-1, 4),
+                           scores=np.array(scores, float),
+                           class_probs=np.array(probs, float).reshape(-1, 3),
+                           gt_boxes=np.array(gt, float).reshape(-1, 4),
+                           gt_class_ids=np.full(len(gt), 1, int))
+
+
+def test_top_box_auc_reads_the_most_confident_detection_alone():
+    from sklearn.metrics import roc_auc_score
+
+    cases = [
+        # malignant: top box (0.9) 0.6 / (0.2 + 0.6) = 0.75; a weaker box would say 0.0
+        _labelled_case("malignant", [[0, 0, 9, 9], [20, 20, 29, 29]], [0.9, 0.6],
+                       [[0.2, 0.2, 0.6], [0.4, 0.6, 0.0]]),
+        # benign: a confident box called benign, 0.1 / (0.8 + 0.1); a weak "malignant" one
+        # would decide the paper's veto, not this score
+        _labelled_case("benign", [[0, 0, 9, 9], [40, 40, 49, 49]], [0.9, 0.55],
+                       [[0.1, 0.8, 0.1], [0.45, 0.0, 0.55]]),
+        _labelled_case("benign", [], [], []),  # no detection: 0.5
+        _labelled_case("normal", [[0, 0, 9, 9]], [0.99], [[0.0, 0.0, 1.0]]),  # not a case
+    ]
+    expected = roc_auc_score([1, 0, 0], [0.75, 0.1 / 0.9, 0.5])
+    assert bench.top_box_auc(cases) == pytest.approx(expected)
+    assert bench.top_box_auc(cases[1:]) is None  # benign cases only
+
+
+def test_veto_false_positives_count_the_read_boxes_that_hit_no_mass():
+    cases = [
+        # one box on the mass (IoU 1), one far away above the threshold, one below it
+        _labelled_case("benign", [[0, 0, 10, 10], [50, 50, 60, 60], [70, 70, 80, 80]],
+                       [0.9, 0.8, 0.3], [[0.1, 0.8, 0.1]] * 3, gt=[[0, 0, 10, 10]]),
+        # no mass: every box read counts (two of three at 0.5 and above)
+        _labelled_case("normal", [[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]],
+                       [0.5, 0.7, 0.49], [[0.1, 0.1, 0.8]] * 3),
+    ]
+    assert bench.veto_false_positives(cases, 0.5) == pytest.approx((1 + 2) / 2)
+    assert bench.veto_false_positives(cases, 0.85) == pytest.approx(0 / 2)
+    assert bench.veto_false_positives([], 0.5) is None
+
+
 def test_label_ceiling_is_the_shape_family_auc_of_the_manifest(tmp_path):
     from ftmtl.inbreast.synthetic import generate_synthetic_inbreast
     from ftmtl.metrics import roc_auc
