@@ -54,9 +54,7 @@ class Cfg(TinyShapesConfig):
 keras.utils.set_random_seed(0)  # the same initial weights on every worker
 config = Cfg()
 ds = ShapesDataset()
-ds.load_shapes(1, 64, 64, seed=3)
-ds.add_image("shapes", 1, None, **{k: v for k, v in ds.image_info[0].items()
-                                   if k not in ("id", "source", "path")})
+ds.load_shapes(2, 64, 64, seed=3)  # a batch of two; only the first is used (below)
 ds.prepare()
 batch = DataGenerator(ds, config, shuffle=False, steps=1, workers=1)[0]
 # Both rows the first one, targets included (the generator samples each image's RPN anchors
