@@ -45,6 +45,8 @@ SOURCE_UIDS = {"study_instance_uid": "StudyInstanceUID",
                "sop_instance_uid": "SOPInstanceUID"}
 # Overlays of full-size mammograms are drawn on an image subsampled to about this long side.
 OVERLAY_MAX_SIDE = 1024
+# detections_to_original's key: a window [N, 4] of original pixels holding each mask.
+MASK_WINDOWS = "mask_windows"
 # zlib level of the overlay PNG: 1 takes a third of level 6's time on a mammogram overlay for
 # a slightly larger file.
 OVERLAY_PNG_COMPRESSION = 1
@@ -80,7 +82,9 @@ def detections_to_original(result: Mapping[str, Any], transform: Transform) -> d
 
     ``rois`` become int32 boxes in DICOM pixels (rounded, clipped to the image), ``masks``
     bool [H, W, N] at the DICOM's size; class ids, scores, class probabilities and the case
-    score are copied unchanged.
+    score are copied unchanged. Where the paste can tell, ``MASK_WINDOWS`` [N, 4] holds a
+    window of each mask (``Transform.mask_windows``), which the JSON and PNG writers search
+    instead of the whole image.
     """
     rois = np.asarray(result["rois"], dtype=np.float64).reshape(-1, 4)
     height, width = transform.original_shape
@@ -94,6 +98,9 @@ def detections_to_original(result: Mapping[str, Any], transform: Transform) -> d
     out = {key: value for key, value in result.items() if key not in ("rois", "masks")}
     out["rois"] = boxes.astype(np.int32)
     out["masks"] = transform.mask_to_original(masks)
+    windows = transform.mask_windows(masks)
+    if windows is not None:
+        out[MASK_WINDOWS] = windows
     return out
 
 
@@ -112,8 +119,10 @@ def detection_record(source: str | os.PathLike, image_shape: Sequence[int],
     class_ids = np.asarray(result["class_ids"]).reshape(-1)
     scores = np.asarray(result["scores"], dtype=np.float64).reshape(-1)
     probs = result.get("class_probs")
+    from mrcnn.box_ops import extract_bboxes
+
     masks = np.asarray(result["masks"], dtype=bool)
-    occupied = masks.any(axis=0)  # [W, N]: the columns each mask reaches
+    tight = extract_bboxes(masks, result.get(MASK_WINDOWS))
     detections = []
     for i in range(len(rois)):
         entry: dict[str, Any] = {
@@ -125,7 +134,7 @@ def detection_record(source: str | os.PathLike, image_shape: Sequence[int],
         if probs is not None:
             entry["class_probabilities"] = {
                 _class_name(k, class_names): float(p) for k, p in enumerate(probs[i])}
-        rle, entry["area_px"] = _rle_and_area(masks[..., i], occupied[:, i])
+        rle, entry["area_px"] = _rle_and_area(masks[..., i], tight[i])
         entry["area_mm2"] = None if spacing is None else entry["area_px"] * spacing[0] * spacing[1]
         entry["mask"] = rle
         detections.append(entry)
@@ -142,27 +151,22 @@ def detection_record(source: str | os.PathLike, image_shape: Sequence[int],
     return record
 
 
-def _rle_and_area(mask: np.ndarray, occupied: np.ndarray) -> tuple[dict[str, Any], int]:
-    """``rle_encode(mask)`` and the mask's pixel count, read from the rows and columns it
-    reaches alone (``occupied``, bool [w]: its columns): a full-size mask is mostly
-    background, and encoding all of it was most of the JSON's time
-    (benchmarks/bench_detect_host.py)."""
+def _rle_and_area(mask: np.ndarray, box: np.ndarray) -> tuple[dict[str, Any], int]:
+    """``rle_encode(mask)`` and the mask's pixel count, read from its tight ``box`` (y1, x1,
+    y2, x2; all zero when nothing is set) alone: a full-size mask is mostly background, and
+    encoding all of it was most of the JSON's time (benchmarks/bench_detect_host.py)."""
     height, width = mask.shape
-    columns = np.flatnonzero(occupied)
-    if columns.size == 0:
+    if not np.any(box):
         return {"size": [height, width], "counts": [height * width] if mask.size else []}, 0
-    first_col, end_col = int(columns[0]), int(columns[-1]) + 1
-    block = mask[:, first_col:end_col]
-    rows = np.flatnonzero(block.any(axis=1))
-    first_row, end_row = int(rows[0]), int(rows[-1]) + 1
-    # The mask's box with a background row above and below: in column-major order every
-    # column then starts and ends with background, so its changes are the mask's own.
-    padded = np.zeros((end_row - first_row + 2, end_col - first_col), dtype=bool)
-    padded[1:-1] = block[first_row:end_row]
+    rows, cols = slice(int(box[0]), int(box[2])), slice(int(box[1]), int(box[3]))
+    # The region with a background row above and below: in column-major order every column
+    # then starts and ends with background, so its changes are the mask's own.
+    padded = np.zeros((rows.stop - rows.start + 2, cols.stop - cols.start), dtype=bool)
+    padded[1:-1] = mask[rows, cols]
     flat = padded.ravel(order="F")
     changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     column, row = np.divmod(changes, padded.shape[0])
-    starts = (first_col + column) * height + first_row + row - 1  # in the whole mask
+    starts = (cols.start + column) * height + rows.start + row - 1  # in the whole mask
     # A run that ends on the last row and one that starts on the next column's first row
     # meet at the same index: no change there. A run ending on the last pixel ends the list.
     starts, repeats = np.unique(starts, return_counts=True)
@@ -264,7 +268,11 @@ def write_overlay_png(path: str | os.PathLike, image: np.ndarray, result: Mappin
     heading = title
     if case_score is not None:
         heading = f"{title}  case malignancy score {float(case_score):.3f}".strip()
+    windows = result.get(MASK_WINDOWS)
+    if windows is not None:  # the subsampled pixels i * step that fall in each window
+        windows = -(-np.asarray(windows, dtype=np.int64) // step)
     drawn = render_instances(image[::step, ::step], boxes, masks,
-                             overlay_captions(result, class_names), title=heading)
+                             overlay_captions(result, class_names), title=heading,
+                             windows=windows)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(drawn).save(path, compress_level=OVERLAY_PNG_COMPRESSION)

@@ -114,12 +114,23 @@ def denorm_boxes(boxes: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return (np.asarray(boxes, dtype=np.float32) * _scale_for(shape)).astype(np.float32)
 
 
-def extract_bboxes(masks: np.ndarray) -> np.ndarray:
-    """Tight boxes [N, 4] int32 of masks [H, W, N]; y2/x2 exclusive; an empty mask gives zeros."""
+def extract_bboxes(masks: np.ndarray, windows: np.ndarray | None = None) -> np.ndarray:
+    """Tight boxes [N, 4] int32 of masks [H, W, N]; y2/x2 exclusive; an empty mask gives zeros.
+
+    ``windows`` [N, 4] (y1, x1, y2, x2), each known to hold all of its mask's set pixels, limit
+    the search to them: on full-size mammograms a mask covers a thousandth of the image."""
     masks = np.asarray(masks)
     if masks.ndim != 3:
         raise ValueError(f"box_ops.extract_bboxes: masks must be [H, W, N], got {masks.shape}")
     boxes = np.zeros((masks.shape[-1], 4), dtype=np.int32)
+    if windows is not None:
+        for i, (y1, x1, y2, x2) in enumerate(np.asarray(windows, dtype=np.int64).reshape(-1, 4)):
+            inside = masks[y1:y2, x1:x2, i]
+            rows = np.flatnonzero(inside.any(axis=1))
+            if rows.size:
+                cols = np.flatnonzero(inside.any(axis=0))
+                boxes[i] = (y1 + rows[0], x1 + cols[0], y1 + rows[-1] + 1, x1 + cols[-1] + 1)
+        return boxes
     rows_hit = np.any(masks, axis=1)  # [H, N]
     cols_hit = np.any(masks, axis=0)  # [W, N]
     for i in range(masks.shape[-1]):

@@ -77,13 +77,15 @@ def _dashed_box(draw: ImageDraw.ImageDraw, box: np.ndarray, color: tuple[int, in
 
 def render_instances(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
                      captions: Sequence[str], title: str = "",
-                     colors: Sequence[Sequence[float]] | None = None) -> np.ndarray:
+                     colors: Sequence[Sequence[float]] | None = None,
+                     windows: np.ndarray | None = None) -> np.ndarray:
     """The detections drawn on ``image``: a uint8 RGB array [TITLE band + H, W, 3].
 
     boxes [N, 4] pixel (y1, x1, y2, x2); masks [H, W, N] bool; one caption a box. Rows whose
     box is all zeros are padding and are skipped. Colours default to ``random_colors(N)``
     (the same as ``display_instances``). A band of ``2 * TITLE_PX`` rows above the image holds
-    ``title``; without a title there is no band.
+    ``title``; without a title there is no band. ``windows`` [N, 4] (y1, x1, y2, x2 in
+    ``masks``' pixels), when known to hold each mask, spare the search of the whole stack.
     """
     boxes = np.asarray(boxes).reshape(-1, 4)
     masks = np.asarray(masks, dtype=bool)
@@ -95,7 +97,7 @@ def render_instances(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
         raise ValueError(f"render_instances: {len(captions)} captions for {n} boxes")
     colors = list(colors) if colors is not None else random_colors(n)
     shown = to_display_image(image)
-    regions = mask_regions(masks) if n else []
+    regions = mask_regions(masks, windows) if n else []
     for i, region in enumerate(regions):
         if region is None or not np.any(boxes[i]):
             continue

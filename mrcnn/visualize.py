@@ -26,6 +26,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from skimage.measure import find_contours
 
+from mrcnn.box_ops import extract_bboxes
+
 logger = logging.getLogger(__name__)
 
 Color = tuple[float, ...]
@@ -234,20 +236,12 @@ def display_instances(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
     return ax
 
 
-def mask_regions(masks: np.ndarray) -> list[tuple[slice, slice] | None]:
-    """Per mask of ``masks`` [H, W, N]: the smallest (rows, columns) slices holding every set
-    pixel, None if none is set. Two passes over the stack, not two a mask."""
-    rows_any = np.any(masks, axis=1)  # [H, N]
-    cols_any = np.any(masks, axis=0)  # [W, N]
-    regions: list[tuple[slice, slice] | None] = []
-    for i in range(masks.shape[-1]):
-        rows = np.flatnonzero(rows_any[:, i])
-        if rows.size == 0:
-            regions.append(None)
-            continue
-        cols = np.flatnonzero(cols_any[:, i])
-        regions.append((slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)))
-    return regions
+def mask_regions(masks: np.ndarray, windows: np.ndarray | None = None
+                 ) -> list[tuple[slice, slice] | None]:
+    """Per mask of ``masks`` [H, W, N]: the (rows, columns) slices of its tight box, None if
+    no pixel is set (``extract_bboxes``, with its ``windows``)."""
+    return [None if not np.any(box) else (slice(box[0], box[2]), slice(box[1], box[3]))
+            for box in extract_bboxes(masks, windows)]
 
 
 # Matterport's colours for display_differences: ground truth green, predictions red.

@@ -177,16 +177,19 @@ def blob_masks(rng, shape, count):
     return unmold_mask(rng.random((count, 28, 28)).astype(np.float32), boxes, shape)
 
 
-@pytest.mark.parametrize("case", [
-    # (original shape, crop, prepared shape): a mammogram-like 10x enlargement, a crop at the
-    # origin, a slight enlargement, columns shrinking while rows grow (lone pixels vanish:
-    # their centre pixel comes back), a crop of the whole image.
+# (original shape, crop, prepared shape): a mammogram-like 10x enlargement, a crop at the
+# origin, a slight enlargement, columns shrinking while rows grow (lone pixels vanish: their
+# centre pixel comes back), a crop of the whole image.
+PASTE_CASES = [
     ((700, 560), (0, 120, 666, 560), (64, 43)),
     ((300, 260), (0, 0, 290, 200), (64, 44)),
     ((90, 80), (3, 5, 70, 71), (64, 60)),
     ((120, 60), (0, 0, 96, 20), (64, 40)),
     ((150, 110), (0, 0, 150, 110), (48, 35)),
-])
+]
+
+
+@pytest.mark.parametrize("case", PASTE_CASES)
 def test_full_size_paste_is_the_former_mask_to_original(case):
     original, crop, prepared = case
     transform = Transform(original, crop, prepared)
@@ -241,6 +244,84 @@ def test_full_size_paste_of_no_masks():
     transform = Transform((700, 560), (0, 120, 666, 560), (64, 43))
     pasted = transform.mask_to_original(np.zeros((64, 43, 0), bool))
     assert pasted.shape == (700, 560, 0) and pasted.dtype == bool
+
+
+def mixed_masks(rng, prepared):
+    masks = np.concatenate([
+        blob_masks(rng, prepared, 8),
+        rng.random(prepared + (2,)) > 0.7,
+        np.zeros(prepared + (1,), bool),
+        np.ones(prepared + (1,), bool),
+        np.zeros(prepared + (4,), bool),
+    ], axis=-1)
+    for k, (row, col) in enumerate([(0, 0), (prepared[0] - 1, prepared[1] - 1), (5, 9)]):
+        masks[row, col, -4 + k] = True  # lone pixels, which some pastes erase
+    masks[[0, -1], [0, -1], -1] = True  # two far corners: the centre lies between them
+    return masks
+
+
+@pytest.mark.parametrize("case", PASTE_CASES)
+def test_mask_windows_hold_every_pasted_pixel(case):
+    original, crop, prepared = case
+    transform = Transform(original, crop, prepared)
+    masks = mixed_masks(np.random.default_rng(sum(prepared)), prepared)
+    windows = transform.mask_windows(masks)
+    full = transform.mask_to_original(masks)
+    if windows is None:  # the crop is shorter than the prepared image
+        assert crop[2] - crop[0] < prepared[0] or (crop[2] - crop[0], crop[3] - crop[1]) == prepared
+        return
+    assert windows.shape == (masks.shape[-1], 4)
+    for i in range(masks.shape[-1]):
+        y1, x1, y2, x2 = windows[i]
+        outside = full[..., i].copy()
+        outside[y1:y2, x1:x2] = False
+        assert not outside.any(), f"mask {i}: pixels outside its window {windows[i]}"
+        if not masks[..., i].any():
+            assert not np.any(windows[i])
+    # and not the whole image: a blob's window lies within two prepared pixels of its box
+    blobs = [i for i in range(8) if masks[..., i].any()]
+    sy, sx = transform.scale
+    box = transform.to_original(mrcnn.data.extract_bboxes(masks[..., blobs]).astype(float))
+    margin = np.array([-2 / sy, -2 / sx, 2 / sy, 2 / sx])
+    assert np.all(windows[blobs, :2] >= np.floor(box[:, :2] + margin[:2]))
+    assert np.all(windows[blobs, 2:] <= np.ceil(box[:, 2:] + margin[2:]))
+
+
+def test_mask_windows_none_where_the_paste_shrinks():
+    transform = Transform((40, 30), (0, 0, 40, 30), (64, 48))
+    assert transform.mask_windows(np.ones((64, 48, 1), bool)) is None
+
+
+def test_detect_outputs_are_the_same_with_and_without_the_windows(tmp_path):
+    from PIL import Image
+
+    transform = Transform((1400, 1100), (0, 120, 1333, 1100), (96, 71))
+    masks = mixed_masks(np.random.default_rng(4), (96, 71))
+    count = masks.shape[-1]
+    prepared = {"rois": mrcnn.data.extract_bboxes(masks).astype(np.float64),
+                "class_ids": np.ones(count, np.int32), "scores": np.linspace(1, 0.5, count),
+                "class_probs": np.full((count, 3), 1 / 3), "masks": masks}
+    result = detect_io.detections_to_original(prepared, transform)
+    assert detect_io.MASK_WINDOWS in result
+    bare = {k: v for k, v in result.items() if k != detect_io.MASK_WINDOWS}
+    assert (detect_io.detection_record("x.dcm", (1400, 1100), result)
+            == detect_io.detection_record("x.dcm", (1400, 1100), bare))
+    image = np.random.default_rng(0).integers(0, 4000, (1400, 1100)).astype(np.uint16)
+    for name, res in (("with.png", result), ("without.png", bare)):
+        np.random.seed(0)  # the same colours (random_colors draws from numpy's generator)
+        detect_io.write_overlay_png(tmp_path / name, image, res, title="x", max_side=600)
+    with Image.open(tmp_path / "with.png") as a, Image.open(tmp_path / "without.png") as b:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_extract_bboxes_inside_windows_is_the_whole_search():
+    rng = np.random.default_rng(2)
+    masks = blob_masks(rng, (80, 60), 7)
+    masks[..., 3] = False
+    boxes = mrcnn.data.extract_bboxes(masks)
+    windows = boxes.astype(np.int64) + np.array([-3, -2, 4, 5])
+    windows = np.clip(windows, 0, [80, 60, 80, 60])
+    np.testing.assert_array_equal(mrcnn.data.extract_bboxes(masks, windows), boxes)
 
 
 # ---------------------------------------------------------------------------- the JSON

@@ -70,6 +70,44 @@ class Transform:
             full[y1:y2, x1:x2] = _resize_masks(stack, (y2 - y1, x2 - x1))
         return full[..., 0] if mask.ndim == 2 else full
 
+    def mask_windows(self, mask: np.ndarray) -> np.ndarray | None:
+        """Per prepared mask of bool [h, w, N]: a window (y1, x1, y2, x2), int64 original
+        pixels, that holds every pixel ``mask_to_original`` sets; (0, 0, 0, 0) for an empty
+        mask. Found from the prepared masks alone, so that the writers of full-size masks need
+        not search 13 million pixels a mask: an original pixel reads the prepared pixels of its
+        two row and two column taps and stays clear where none of them is set. None when the
+        crop is shorter than the prepared image (that resize smooths further; search instead).
+        """
+        stack = np.asarray(mask, dtype=bool)
+        stack = stack[..., None] if stack.ndim == 2 else stack
+        height, width, count = stack.shape
+        y1, x1, y2, x2 = self.crop
+        if not (y2 - y1 >= height and (y2 - y1, x2 - x1) != (height, width)):
+            return None
+        windows = np.zeros((count, 4), dtype=np.int64)
+        spans = []
+        for axis, size, crop_size in ((1, height, y2 - y1), (0, width, x2 - x1)):
+            first, second = linear_taps(np.arange(crop_size), size / crop_size, size,
+                                        mirror=True)[:2]
+            occupied = stack.any(axis=axis)  # [size, N]: the rows (columns) each mask reaches
+            reads = occupied[first] | occupied[second]  # [crop_size, N]
+            spans.append((reads.any(axis=0), np.argmax(reads, axis=0),
+                          crop_size - np.argmax(reads[::-1], axis=0)))
+        (has_rows, top, bottom), (has_cols, left, right) = spans
+        # A mask the paste would erase keeps its centre pixel instead: inside the window too.
+        present = np.flatnonzero(stack.any(axis=(0, 1)))
+        if present.size:
+            row, col = _scaled_centres(stack[..., present], (y2 - y1, x2 - x1))
+            for bounds, has, centre in ((top, has_rows, row), (left, has_cols, col)):
+                bounds[present] = np.where(has[present], np.minimum(bounds[present], centre),
+                                           centre)
+            for bounds, has, centre in ((bottom, has_rows, row), (right, has_cols, col)):
+                bounds[present] = np.where(has[present],
+                                           np.maximum(bounds[present], centre + 1), centre + 1)
+        windows[present] = np.stack([y1 + top, x1 + left, y1 + bottom, x1 + right],
+                                    axis=1)[present]
+        return windows
+
     def _shift(self) -> np.ndarray:
         oy, ox = self.offset
         return np.array([oy, ox, oy, ox], dtype=np.float64)
@@ -257,11 +295,18 @@ def _paste_enlarged(masks: np.ndarray, transform: Transform) -> np.ndarray:
             shown[n] = True
     lost = np.flatnonzero(masks.any(axis=(0, 1)) & ~shown)
     if lost.size:  # as _resize_masks: the pixel at the mask's centre, scaled
-        kept = masks[..., lost]
-        area = kept.sum(axis=(0, 1))
-        mean_row = (kept.sum(axis=1) * np.arange(height)[:, None]).sum(axis=0) / area
-        mean_col = (kept.sum(axis=0) * np.arange(width)[:, None]).sum(axis=0) / area
-        row = np.minimum(crop_h - 1, ((mean_row + 0.5) * crop_h / height).astype(np.int64))
-        col = np.minimum(crop_w - 1, ((mean_col + 0.5) * crop_w / width).astype(np.int64))
+        row, col = _scaled_centres(masks[..., lost], (crop_h, crop_w))
         full[top + row, left + col, lost] = True
     return full
+
+
+def _scaled_centres(masks: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) in an image of ``shape`` of the centres of non-empty masks [h, w, K]
+    resized to it: where ``_resize_masks`` puts a mask the resize would erase."""
+    height, width = masks.shape[:2]
+    area = masks.sum(axis=(0, 1))
+    mean_row = (masks.sum(axis=1) * np.arange(height)[:, None]).sum(axis=0) / area
+    mean_col = (masks.sum(axis=0) * np.arange(width)[:, None]).sum(axis=0) / area
+    row = np.minimum(shape[0] - 1, ((mean_row + 0.5) * shape[0] / height).astype(np.int64))
+    col = np.minimum(shape[1] - 1, ((mean_col + 0.5) * shape[1] / width).astype(np.int64))
+    return row, col
