@@ -85,19 +85,22 @@ class Transform:
         if not (y2 - y1 >= height and (y2 - y1, x2 - x1) != (height, width)):
             return None
         windows = np.zeros((count, 4), dtype=np.int64)
+        # Set pixels a row [h, N] and a column [w, N]: the rows and columns each mask reaches.
+        counts = stack.sum(axis=1), stack.sum(axis=0)
         spans = []
-        for axis, size, crop_size in ((1, height, y2 - y1), (0, width, x2 - x1)):
+        for occupied, size, crop_size in ((counts[0] > 0, height, y2 - y1),
+                                          (counts[1] > 0, width, x2 - x1)):
             first, second = linear_taps(np.arange(crop_size), size / crop_size, size,
                                         mirror=True)[:2]
-            occupied = stack.any(axis=axis)  # [size, N]: the rows (columns) each mask reaches
             reads = occupied[first] | occupied[second]  # [crop_size, N]
             spans.append((reads.any(axis=0), np.argmax(reads, axis=0),
                           crop_size - np.argmax(reads[::-1], axis=0)))
         (has_rows, top, bottom), (has_cols, left, right) = spans
         # A mask the paste would erase keeps its centre pixel instead: inside the window too.
-        present = np.flatnonzero(stack.any(axis=(0, 1)))
+        present = np.flatnonzero(counts[0].any(axis=0))
         if present.size:
-            row, col = _scaled_centres(stack[..., present], (y2 - y1, x2 - x1))
+            row, col = _scaled_centres(counts[0][:, present], counts[1][:, present],
+                                       (y2 - y1, x2 - x1))
             for bounds, has, centre in ((top, has_rows, row), (left, has_cols, col)):
                 bounds[present] = np.where(has[present], np.minimum(bounds[present], centre),
                                            centre)
@@ -295,18 +298,21 @@ def _paste_enlarged(masks: np.ndarray, transform: Transform) -> np.ndarray:
             shown[n] = True
     lost = np.flatnonzero(masks.any(axis=(0, 1)) & ~shown)
     if lost.size:  # as _resize_masks: the pixel at the mask's centre, scaled
-        row, col = _scaled_centres(masks[..., lost], (crop_h, crop_w))
+        kept = masks[..., lost]
+        row, col = _scaled_centres(kept.sum(axis=1), kept.sum(axis=0), (crop_h, crop_w))
         full[top + row, left + col, lost] = True
     return full
 
 
-def _scaled_centres(masks: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, columns) in an image of ``shape`` of the centres of non-empty masks [h, w, K]
-    resized to it: where ``_resize_masks`` puts a mask the resize would erase."""
-    height, width = masks.shape[:2]
-    area = masks.sum(axis=(0, 1))
-    mean_row = (masks.sum(axis=1) * np.arange(height)[:, None]).sum(axis=0) / area
-    mean_col = (masks.sum(axis=0) * np.arange(width)[:, None]).sum(axis=0) / area
+def _scaled_centres(row_counts: np.ndarray, col_counts: np.ndarray, shape: tuple[int, int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) in an image of ``shape`` of the centres of non-empty masks, given by
+    their set pixels a row [h, K] and a column [w, K], resized to it: where
+    ``_resize_masks`` puts a mask the resize would erase."""
+    height, width = row_counts.shape[0], col_counts.shape[0]
+    area = row_counts.sum(axis=0)
+    mean_row = (row_counts * np.arange(height)[:, None]).sum(axis=0) / area
+    mean_col = (col_counts * np.arange(width)[:, None]).sum(axis=0) / area
     row = np.minimum(shape[0] - 1, ((mean_row + 0.5) * shape[0] / height).astype(np.int64))
     col = np.minimum(shape[1] - 1, ((mean_col + 0.5) * shape[1] / width).astype(np.int64))
     return row, col
