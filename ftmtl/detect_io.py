@@ -259,6 +259,7 @@ def write_overlay_png(path: str | os.PathLike, image: np.ndarray, result: Mappin
     from PIL import Image
 
     from mrcnn.overlay import render_instances
+    from mrcnn.visualize import random_colors
 
     image = np.asarray(image)
     step = max(1, int(np.ceil(max(image.shape[:2]) / max_side)))
@@ -271,8 +272,9 @@ def write_overlay_png(path: str | os.PathLike, image: np.ndarray, result: Mappin
     windows = result.get(MASK_WINDOWS)
     if windows is not None:  # the subsampled pixels i * step that fall in each window
         windows = -(-np.asarray(windows, dtype=np.int64) // step)
+    # Colours from a fixed seed: the same detections give the same PNG on every run.
     drawn = render_instances(image[::step, ::step], boxes, masks,
                              overlay_captions(result, class_names), title=heading,
-                             windows=windows)
+                             colors=random_colors(len(boxes), seed=0), windows=windows)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(drawn).save(path, compress_level=OVERLAY_PNG_COMPRESSION)

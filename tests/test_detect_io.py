@@ -217,6 +217,10 @@ def test_overlay_png_is_written_for_a_large_image(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     drawn = matplotlib.image.imread(path)
     assert drawn.ndim == 3 and 300 < max(drawn.shape[:2]) < 2000
+    # The colours come from a fixed seed: writing again gives the same file, byte for byte.
+    np.random.seed(123)
+    detect_io.write_overlay_png(tmp_path / "again.png", image, result, title="case.dcm")
+    assert (tmp_path / "again.png").read_bytes() == path.read_bytes()
 
 
 # -------------------------------------------------------------------- the detect command
