@@ -1009,9 +1009,13 @@ def report_text(payload: dict[str, Any]) -> str:
              f"{args['image_shape'][1]}, difficulty {args['difficulty']:g}; config overrides "
              f"`{payload['config_overrides']}`; schedule {payload.get('schedule')}", "",
              "TPRs: FROC, a detection counts when its box IoU with a mass is > 0.2; Dice: "
-             "masses detected with IoU >= 0.4; case AUC: benign vs malignant cases; found: "
-             f"masses hit by a kept detection with box IoU >= {FOUND_IOU:g}; train s: "
-             "training wall time without the validation curve's inference.", ""]
+             "masses detected with IoU >= 0.4; case AUC: benign vs malignant cases (the "
+             "veto); case AUC (top box): each case scored p(malignant) / (p(benign) + "
+             "p(malignant)) of its most confident detection alone; veto FP/img: detections "
+             "the veto reads (score >= VETO_MIN_CONFIDENCE) that hit no mass at box IoU >= "
+             f"{FOUND_IOU:g}; found: masses hit by a kept detection with box IoU >= "
+             f"{FOUND_IOU:g}; train s: training wall time without the validation curve's "
+             "inference.", ""]
     for model, runs in payload["runs"].items():
         lines += [f"## {MODEL_LABELS.get(model, model)} (`{model}`)", "",
                   model_table(model, runs, payload["summary"]["models"][model]), ""]
