@@ -63,7 +63,7 @@ class Transform:
         mask = np.asarray(mask, dtype=bool)
         stack = mask[..., None] if mask.ndim == 2 else mask
         y1, x1, y2, x2 = self.crop
-        if y2 - y1 >= stack.shape[0] and (y2 - y1, x2 - x1) != stack.shape[:2]:
+        if self._enlarges(stack.shape[:2]):
             full = _paste_enlarged(stack, self)
         else:
             full = np.zeros(tuple(self.original_shape) + stack.shape[2:], dtype=bool)
@@ -82,7 +82,7 @@ class Transform:
         stack = stack[..., None] if stack.ndim == 2 else stack
         height, width, count = stack.shape
         y1, x1, y2, x2 = self.crop
-        if not (y2 - y1 >= height and (y2 - y1, x2 - x1) != (height, width)):
+        if not self._enlarges((height, width)):
             return None
         windows = np.zeros((count, 4), dtype=np.int64)
         # Set pixels a row [h, N] and a column [w, N]: the rows and columns each mask reaches.
@@ -95,21 +95,26 @@ class Transform:
             reads = occupied[first] | occupied[second]  # [crop_size, N]
             spans.append((reads.any(axis=0), np.argmax(reads, axis=0),
                           crop_size - np.argmax(reads[::-1], axis=0)))
-        (has_rows, top, bottom), (has_cols, left, right) = spans
         # A mask the paste would erase keeps its centre pixel instead: inside the window too.
         present = np.flatnonzero(counts[0].any(axis=0))
         if present.size:
-            row, col = _scaled_centres(counts[0][:, present], counts[1][:, present],
-                                       (y2 - y1, x2 - x1))
-            for bounds, has, centre in ((top, has_rows, row), (left, has_cols, col)):
-                bounds[present] = np.where(has[present], np.minimum(bounds[present], centre),
-                                           centre)
-            for bounds, has, centre in ((bottom, has_rows, row), (right, has_cols, col)):
-                bounds[present] = np.where(has[present],
-                                           np.maximum(bounds[present], centre + 1), centre + 1)
+            centres = _scaled_centres(counts[0][:, present], counts[1][:, present],
+                                      (y2 - y1, x2 - x1))
+            for (has, low, high), centre in zip(spans, centres, strict=True):
+                reached = has[present]
+                low[present] = np.where(reached, np.minimum(low[present], centre), centre)
+                high[present] = np.where(reached, np.maximum(high[present], centre + 1),
+                                         centre + 1)
+        (_, top, bottom), (_, left, right) = spans
         windows[present] = np.stack([y1 + top, x1 + left, y1 + bottom, x1 + right],
                                     axis=1)[present]
         return windows
+
+    def _enlarges(self, shape: tuple[int, int]) -> bool:
+        """Whether masks of ``shape`` go back by ``_paste_enlarged``: the crop is at least as
+        tall as them and not the same size."""
+        y1, x1, y2, x2 = self.crop
+        return y2 - y1 >= shape[0] and (y2 - y1, x2 - x1) != tuple(shape)
 
     def _shift(self) -> np.ndarray:
         oy, ox = self.offset
