@@ -43,21 +43,45 @@ CATEGORIES: dict[int, str] = {class_id: name for name, class_id in CLASS_IDS.ite
 
 
 # ------------------------------------------------------------------------------------- RLE
-def rle_encode(mask: np.ndarray) -> dict[str, Any]:
+def rle_encode(mask: np.ndarray, box: Sequence[int] | np.ndarray | None = None
+               ) -> dict[str, Any]:
     """COCO-style uncompressed RLE of a 2-D mask: runs over the column-major (Fortran order)
-    pixels, alternating background and foreground, the first run background (possibly 0)."""
+    pixels, alternating background and foreground, the first run background (possibly 0).
+
+    Only the mask's tight ``box`` (y1, x1, y2, x2; all zero when nothing is set; found here
+    when not given) is read: a full-size mammogram's mask is mostly background, and encoding
+    all of it was most of ``inbreast detect``'s JSON time (benchmarks/bench_detect_host.py).
+    """
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"rle_encode: the mask must be 2-D [h, w], got shape {mask.shape}")
-    flat = mask.astype(bool).ravel(order="F")
-    if flat.size == 0:
-        return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": []}
+    height, width = (int(v) for v in mask.shape)
+    box = _tight_box(mask) if box is None else np.asarray(box, dtype=np.int64)
+    if not np.any(box):
+        return {"size": [height, width], "counts": [height * width] if mask.size else []}
+    rows, cols = slice(int(box[0]), int(box[2])), slice(int(box[1]), int(box[3]))
+    # The region with a background row above and below: in column-major order every column
+    # then starts and ends with background, so its changes are the mask's own.
+    padded = np.zeros((rows.stop - rows.start + 2, cols.stop - cols.start), dtype=bool)
+    padded[1:-1] = mask[rows, cols]
+    flat = padded.ravel(order="F")
     changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], changes, [flat.size]))
-    runs = np.diff(bounds).tolist()
-    if flat[0]:
-        runs.insert(0, 0)
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(r) for r in runs]}
+    column, row = np.divmod(changes, padded.shape[0])
+    starts = (cols.start + column) * height + rows.start + row - 1  # in the whole mask
+    # A run that ends on the last row and one that starts on the next column's first row
+    # meet at the same index: no change there. A run ending on the last pixel ends the list.
+    starts, repeats = np.unique(starts, return_counts=True)
+    starts = starts[(repeats % 2 == 1) & (starts < height * width)]
+    counts = np.diff(np.concatenate(([0], starts, [height * width]))).tolist()
+    return {"size": [height, width], "counts": counts}
+
+
+def _tight_box(mask: np.ndarray) -> np.ndarray:
+    """(y1, x1, y2, x2) around a 2-D mask's set pixels; all zero when none is set."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not rows.size:
+        return np.zeros(4, dtype=np.int64)
+    return np.array([rows[0], cols[0], rows[-1] + 1, cols[-1] + 1], dtype=np.int64)
 
 
 def rle_decode(rle: Mapping[str, Any]) -> np.ndarray:

@@ -114,13 +114,13 @@ def detection_record(source: str | os.PathLike, image_shape: Sequence[int],
     With the source's ``dicom``, the record names its Study/Series/SOP Instance UIDs and pixel
     spacing, and each mass's area in mm^2 besides pixels (null where unknown).
     """
+    from mrcnn.box_ops import extract_bboxes  # here: importing this module needs no TensorFlow
+
     spacing = known_pixel_spacing(dicom)
     rois = np.asarray(result["rois"]).reshape(-1, 4)
     class_ids = np.asarray(result["class_ids"]).reshape(-1)
     scores = np.asarray(result["scores"], dtype=np.float64).reshape(-1)
     probs = result.get("class_probs")
-    from mrcnn.box_ops import extract_bboxes
-
     masks = np.asarray(result["masks"], dtype=bool)
     tight = extract_bboxes(masks, result.get(MASK_WINDOWS))
     detections = []
@@ -152,27 +152,9 @@ def detection_record(source: str | os.PathLike, image_shape: Sequence[int],
 
 
 def _rle_and_area(mask: np.ndarray, box: np.ndarray) -> tuple[dict[str, Any], int]:
-    """``rle_encode(mask)`` and the mask's pixel count, read from its tight ``box`` (y1, x1,
-    y2, x2; all zero when nothing is set) alone: a full-size mask is mostly background, and
-    encoding all of it was most of the JSON's time (benchmarks/bench_detect_host.py)."""
-    height, width = mask.shape
-    if not np.any(box):
-        return {"size": [height, width], "counts": [height * width] if mask.size else []}, 0
-    rows, cols = slice(int(box[0]), int(box[2])), slice(int(box[1]), int(box[3]))
-    # The region with a background row above and below: in column-major order every column
-    # then starts and ends with background, so its changes are the mask's own.
-    padded = np.zeros((rows.stop - rows.start + 2, cols.stop - cols.start), dtype=bool)
-    padded[1:-1] = mask[rows, cols]
-    flat = padded.ravel(order="F")
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    column, row = np.divmod(changes, padded.shape[0])
-    starts = (cols.start + column) * height + rows.start + row - 1  # in the whole mask
-    # A run that ends on the last row and one that starts on the next column's first row
-    # meet at the same index: no change there. A run ending on the last pixel ends the list.
-    starts, repeats = np.unique(starts, return_counts=True)
-    starts = starts[(repeats % 2 == 1) & (starts < height * width)]
-    counts = np.diff(np.concatenate(([0], starts, [height * width]))).tolist()
-    return {"size": [height, width], "counts": counts}, int(np.count_nonzero(padded))
+    """``rle_encode(mask)`` and the mask's pixel count, both read from its tight ``box``."""
+    area = np.count_nonzero(mask[int(box[0]):int(box[2]), int(box[1]):int(box[3])])
+    return rle_encode(mask, box), int(area)
 
 
 def write_detection_json(path: str | os.PathLike, source: str | os.PathLike,

@@ -175,6 +175,15 @@ def test_rle_round_trip_and_pycocotools_agree():
     assert coco.rle_encode(np.ones((2, 2), bool))["counts"] == [0, 4]
 
 
+def test_rle_from_a_given_tight_box_is_the_rle_of_the_whole_mask():
+    rng = np.random.default_rng(5)
+    mask = np.zeros((30, 20), bool)
+    mask[7:19, 3:11] = rng.random((12, 8)) < 0.6
+    mask[7, 3] = mask[18, 10] = True  # the box's corners are set
+    assert coco.rle_encode(mask, [7, 3, 19, 11]) == coco.rle_encode(mask)
+    assert coco.rle_encode(np.zeros((3, 4), bool), [0, 0, 0, 0])["counts"] == [12]
+
+
 def test_bad_input_is_named():
     first, second, _ = cases()
     second.image_id = first.image_id

@@ -1,12 +1,14 @@
 """The vectorised mask pasting of ``detect`` and ``inbreast detect`` (issue #14: host overhead)
-gives the masks the per-box loops gave, pixel for pixel, and the JSON writer's column-limited
-RLE is ``rle_encode``'s; plus the fast parts of benchmarks/bench_detect_host.py.
+gives the masks the per-box loops gave, pixel for pixel, and the box-limited RLE of
+``rle_encode`` gives the runs of the whole mask; plus the fast parts of
+benchmarks/bench_detect_host.py.
 
 The references are the implementations these replaced: ``reference_unmold_mask`` and
 ``reference_unmold_detections`` are the former ``mrcnn.data.unmold_mask`` and the loop of
 ``MaskRCNN.unmold_detections``, kept here verbatim in substance; the full-size reference is
 ``reference_mask_to_original``, the former ``Transform.mask_to_original`` (every mask resized
-to the crop by ``_resize_masks``). The new code reproduces skimage's arithmetic
+to the crop by ``_resize_masks``); ``reference_rle`` the former ``rle_encode``, which ran over
+every pixel. The new code reproduces skimage's arithmetic
 (``mrcnn.resample.linear_taps``), so the masks must be identical, with no tolerance.
 """
 
@@ -20,7 +22,6 @@ import skimage.transform
 import ftmtl.inbreast.preprocess as preprocess
 import mrcnn.data
 from ftmtl import detect_io
-from ftmtl.coco import rle_encode
 from ftmtl.inbreast.preprocess import Transform, _resize_masks
 from mrcnn.data import unmold_mask
 from mrcnn.model import MaskRCNN, to_original_pixels
@@ -28,6 +29,16 @@ from mrcnn.resample import linear_taps, ragged_ranges
 
 
 # ------------------------------------------------------------------------- the references
+def reference_rle(mask):
+    """The former rle_encode: the runs of all the column-major pixels."""
+    flat = mask.ravel(order="F")
+    bounds = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        runs.insert(0, 0)
+    return {"size": list(mask.shape), "counts": runs}
+
+
 def reference_unmold_mask(mask, bbox, image_shape, threshold=0.5):
     """The former mrcnn.data.unmold_mask: one box, skimage's resize."""
     y1, x1, y2, x2 = (int(v) for v in bbox)
@@ -339,7 +350,7 @@ def test_json_masks_and_areas_are_those_of_the_whole_mask():
               "scores": np.ones(count, np.float32), "masks": masks}
     record = detect_io.detection_record("x.dcm", (400, 300), result)
     for i, entry in enumerate(record["detections"]):
-        assert entry["mask"] == rle_encode(masks[..., i])
+        assert entry["mask"] == reference_rle(masks[..., i])
         assert entry["area_px"] == int(masks[..., i].sum())
 
 
@@ -354,7 +365,7 @@ def test_json_rle_of_random_masks_touching_every_edge(seed):
               "scores": np.ones(count, np.float32), "masks": masks}
     record = detect_io.detection_record("x.dcm", shape, result)
     for i, entry in enumerate(record["detections"]):
-        assert entry["mask"] == rle_encode(masks[..., i])
+        assert entry["mask"] == reference_rle(masks[..., i])
         assert entry["area_px"] == int(masks[..., i].sum())
 
 
