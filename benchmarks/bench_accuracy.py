@@ -1,6 +1,6 @@
 """Accuracy judge: FT-MTL-Net against its twin (the same network without the transfer branch).
 
-    .venv/bin/python benchmarks/bench_accuracy.py                 # full run, 70-90 min
+    .venv/bin/python benchmarks/bench_accuracy.py                 # full run, about 65 min
     .venv/bin/python benchmarks/bench_accuracy.py --quick --out /tmp/acc   # CI smoke run
 
 For each seed ``s`` (``--seeds``, default 0 1 2) it generates three synthetic INbreast sets, at

@@ -1,8 +1,9 @@
 """The docs stay true to the tree: docs/DESIGN.md's module map names every module, and no
-doc or module points outside the repository."""
+doc or module points outside the repository, and their local links resolve."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,18 @@ def test_nothing_points_outside_the_repository():
                if p != Path(__file__) and ("../shared" in (text := p.read_text(
                    encoding="utf-8", errors="replace")) or "SPEC §" in text)]
     assert not outside, outside
+
+
+def test_local_links_and_images_of_the_docs_exist():
+    """A link or image in the README or docs that names a file of the repository finds it
+    (the accuracy section shows a plot kept under docs/img)."""
+    pages = [REPO / "README.md", REPO / "benchmarks" / "README.md",
+             *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "samples").rglob("*.md"))]
+    targets = [(page, match.group(1)) for page in pages
+               for match in re.finditer(r"\]\(([^)#\s]+)(?:#[^)]*)?\)",
+                                        page.read_text(encoding="utf-8"))
+               if "://" not in match.group(1)]
+    assert any(target.endswith(".png") for _, target in targets)
+    missing = [f"{page.relative_to(REPO)}: {target}" for page, target in targets
+               if not (page.parent / target).exists()]
+    assert not missing, missing
