@@ -361,9 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="train one model (a checkpoint an epoch)",
                             description="Train FT-MTL-Net or Mask R-CNN, a checkpoint each "
-                                        "epoch: from pretrained weights the paper's stages rpn, "
-                                        "heads, all (Table 1); from scratch (--weights none) "
-                                        "one joint stage with warm-up and cosine decay.")
+                                        "epoch (the newest KEEP_CHECKPOINTS kept, 5 by "
+                                        "default): from pretrained weights the paper's stages "
+                                        "rpn, heads, all (Table 1); from scratch (--weights "
+                                        "none) one joint stage with warm-up and cosine decay.")
     p.add_argument("--dataset", required=True, metavar="DIR",
                    help="dataset folder: INbreast (INbreast.csv, AllDICOMs, AllXML), or see "
                         "--dataset-format")

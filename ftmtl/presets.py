@@ -62,6 +62,10 @@ _PAPER: dict[str, Any] = {
     # room for FROC points up to 5 false positives per image.
     "DETECTION_MIN_CONFIDENCE": 0.5,
     "DETECTION_MAX_INSTANCES": 20,
+    # The newest five checkpoints of a run (what resuming and `--weights last` read): every
+    # epoch's, as Matterport keeps them, is 7 GB for the paper's 30 epochs at 245 MB and
+    # 650 MB for fpn_cpu's 48. KEEP_CHECKPOINTS=None keeps them all.
+    "KEEP_CHECKPOINTS": 5,
 }
 
 _FPN: dict[str, Any] = {
@@ -99,7 +103,9 @@ _CPU: dict[str, Any] = {
     # whole outlines (a random crop cuts a mass and keeps its label); the sampler's mass-free
     # images (MASS_FREE_SHARE) still give random, background crops. Against 0.5 on seeds 9,
     # 10 and 11 (11 untouched by the choice): TPR@1 FPI +0.05, case AUC +0.07, box AP +0.06,
-    # mass AUC (found) -0.05 (docs/training.md).
+    # mass AUC (found) -0.05. On seeds 5-7, measured after the choice, TPR@1 FPI rose again
+    # (0.83 against 0.77) and the case AUC did not (0.54 against 0.66, other pixel values:
+    # docs/training.md).
     "CROP_INSTANCE_SHARE": 1.0,
     "SAMPLER_WEIGHTS": "balanced",
     "MASK_HEAD_CHANNELS": 32,

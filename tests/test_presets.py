@@ -136,6 +136,14 @@ def test_overrides_apply_and_do_not_leak_into_the_preset():
     assert fresh.LOSS_WEIGHTS["mrcnn_mask_loss"] == 1.0
 
 
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_presets_keep_a_bounded_number_of_checkpoints_unless_told(preset):
+    # Matterport's base config keeps every epoch's; a preset run must not fill the disk.
+    assert FTMTLConfig.KEEP_CHECKPOINTS is None
+    assert make_config(preset).KEEP_CHECKPOINTS == 5
+    assert make_config(preset, KEEP_CHECKPOINTS=None).KEEP_CHECKPOINTS is None
+
+
 def test_bad_names_and_values_are_refused_clearly():
     with pytest.raises(ConfigError, match="'IMAGE_SIZE' is not a config attribute"):
         make_config("paper", IMAGE_SIZE=256)
