@@ -52,11 +52,13 @@ def rle_encode(mask: np.ndarray, box: Sequence[int] | np.ndarray | None = None
     when not given) is read: a full-size mammogram's mask is mostly background, and encoding
     all of it was most of ``inbreast detect``'s JSON time (benchmarks/bench_detect_host.py).
     """
+    from mrcnn.box_ops import extract_bboxes  # here: importing this module needs no TensorFlow
+
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"rle_encode: the mask must be 2-D [h, w], got shape {mask.shape}")
     height, width = (int(v) for v in mask.shape)
-    box = _tight_box(mask) if box is None else np.asarray(box, dtype=np.int64)
+    box = extract_bboxes(mask[..., None])[0] if box is None else np.asarray(box, np.int64)
     if not np.any(box):
         return {"size": [height, width], "counts": [height * width] if mask.size else []}
     rows, cols = slice(int(box[0]), int(box[2])), slice(int(box[1]), int(box[3]))
@@ -74,14 +76,6 @@ def rle_encode(mask: np.ndarray, box: Sequence[int] | np.ndarray | None = None
     starts = starts[(repeats % 2 == 1) & (starts < height * width)]
     counts = np.diff(np.concatenate(([0], starts, [height * width]))).tolist()
     return {"size": [height, width], "counts": counts}
-
-
-def _tight_box(mask: np.ndarray) -> np.ndarray:
-    """(y1, x1, y2, x2) around a 2-D mask's set pixels; all zero when none is set."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if not rows.size:
-        return np.zeros(4, dtype=np.int64)
-    return np.array([rows[0], cols[0], rows[-1] + 1, cols[-1] + 1], dtype=np.int64)
 
 
 def rle_decode(rle: Mapping[str, Any]) -> np.ndarray:
