@@ -54,6 +54,7 @@ from ftmtl.transfer import MaskWeightedTransfer
 from ftmtl.veto import MalignantVeto
 from mrcnn.checkpoint import save_config_json
 from mrcnn.detection import DetectionLayer
+from mrcnn.heads import WholeInputConv2D
 from mrcnn.model import MaskRCNN
 from mrcnn.norm import BatchNorm, GroupNorm
 from mrcnn.roi_align import PyramidROIAlign, ROIAlign
@@ -76,7 +77,7 @@ PIXEL_RANGE = 255.0
 CUSTOM_OBJECTS = {cls.__name__: cls for cls in (
     BatchNorm, GroupNorm, ProposalLayer, ROIAlign, PyramidROIAlign, DetectionLayer,
     RefineProposals, PrefilterRefined, SequentialDetectionLayer, MaskWeightedTransfer,
-    MalignantVeto)}
+    MalignantVeto, WholeInputConv2D)}
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,26 @@ class HeadOutputs:
     class_probs: keras.KerasTensor | None = None
 
 
+class WholeInputConv2D(layers.Conv2D):
+    """A Conv2D whose kernel covers its whole input: Matterport's "FC" layers of the box head
+    (``mrcnn_class_conv1``, 7x7 valid on 7x7 ROIs, and ``mrcnn_class_conv2``, 1x1 on 1x1).
+
+    Such a convolution is one matrix product, and it runs as one: on a CPU oneDNN's convolution
+    of this shape takes 2.5x as long as the matmul (forward) and 1.7x (forward and backward).
+    The weights are a Conv2D's, under the same names, so weight files load as before."""
+
+    def convolution_op(self, inputs, kernel):
+        height, width, channels, filters = kernel.shape
+        covers_input = (tuple(inputs.shape[1:3]) == (height, width) and self.padding == "valid"
+                        and tuple(self.dilation_rate) == (1, 1)
+                        and self.data_format == "channels_last")
+        if not covers_input:
+            return super().convolution_op(inputs, kernel)
+        size = height * width * channels
+        product = ops.matmul(ops.reshape(inputs, (-1, size)), ops.reshape(kernel, (size, filters)))
+        return ops.reshape(product, (-1, 1, 1, filters))
+
+
 def head_initializer(config) -> str | keras.initializers.Initializer:
     """Normal(0, HEAD_INIT_STD) for non-backbone layers when configured (the paper: 0.05)."""
     if config.HEAD_INIT_STD is None:
@@ -120,10 +140,10 @@ def matterport_box_head(roi_feature, num_rois: int, config) -> tuple:
     init = head_initializer(config)
     size = config.FPN_CLASSIF_FC_LAYERS_SIZE
     x = fold_rois(roi_feature)
-    x = layers.Conv2D(size, config.POOL_SIZE, padding="valid", kernel_initializer=init,
-                      name="mrcnn_class_conv1")(x)
+    x = WholeInputConv2D(size, config.POOL_SIZE, padding="valid", kernel_initializer=init,
+                         name="mrcnn_class_conv1")(x)
     x = _norm_relu(x, "mrcnn_class_bn1", config)
-    x = layers.Conv2D(size, 1, kernel_initializer=init, name="mrcnn_class_conv2")(x)
+    x = WholeInputConv2D(size, 1, kernel_initializer=init, name="mrcnn_class_conv2")(x)
     x = _norm_relu(x, "mrcnn_class_bn2", config)
     feature = unfold_rois(ops.reshape(x, (-1, size)), num_rois)
     return feature, box_regressor(feature, num_rois, config, init)
