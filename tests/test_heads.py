@@ -55,17 +55,13 @@ def test_whole_input_conv_gradients_equal_conv2d():
         np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-4, atol=1e-4)
 
 
-def test_whole_input_conv_falls_back_to_convolution_on_a_larger_input():
-    ours, plain, _ = paired_layers(3, 4, 2, padding="valid")
-    x = np.random.default_rng(3).normal(size=(2, 6, 5, 2)).astype(np.float32)
+@pytest.mark.parametrize(("padding", "input_shape", "output_shape"), [
+    ("valid", (2, 6, 5, 2), (2, 4, 3, 4)),  # larger than the kernel
+    ("same", (2, 3, 3, 2), (2, 3, 3, 4)),  # the kernel's size, but padded
+])
+def test_whole_input_conv_stays_a_convolution_otherwise(padding, input_shape, output_shape):
+    ours, plain, _ = paired_layers(3, 4, 2, padding=padding)
+    x = np.random.default_rng(3).normal(size=input_shape).astype(np.float32)
     got = np.asarray(ours(x))
-    assert got.shape == (2, 4, 3, 4)
-    np.testing.assert_allclose(got, np.asarray(plain(x)), rtol=1e-5, atol=1e-5)
-
-
-def test_whole_input_conv_with_same_padding_stays_a_convolution():
-    ours, plain, _ = paired_layers(3, 4, 2, padding="same")
-    x = np.random.default_rng(4).normal(size=(2, 3, 3, 2)).astype(np.float32)
-    got = np.asarray(ours(x))
-    assert got.shape == (2, 3, 3, 4)
+    assert got.shape == output_shape
     np.testing.assert_allclose(got, np.asarray(plain(x)), rtol=1e-5, atol=1e-5)
