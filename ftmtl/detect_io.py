@@ -238,9 +238,8 @@ def write_overlay_png(path: str | os.PathLike, image: np.ndarray, result: Mappin
     are subsampled by a whole factor first (boxes and masks with them), so full-size DICOMs
     give PNGs of a reasonable size. The case malignancy score goes into the title.
     """
-    from PIL import Image
-
     from mrcnn.overlay import render_instances
+    from mrcnn.png import write_png
     from mrcnn.visualize import random_colors
 
     image = np.asarray(image)
@@ -258,5 +257,4 @@ def write_overlay_png(path: str | os.PathLike, image: np.ndarray, result: Mappin
     drawn = render_instances(image[::step, ::step], boxes, masks,
                              overlay_captions(result, class_names), title=heading,
                              colors=random_colors(len(boxes), seed=0), windows=windows)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(drawn).save(path, compress_level=OVERLAY_PNG_COMPRESSION)
+    write_png(path, drawn, compress_level=OVERLAY_PNG_COMPRESSION)

@@ -7,7 +7,8 @@ what is, in the end, one image with a few boxes on it. Here the masks are blende
 outlines traced in numpy (only over the rows and columns each mask covers), the dashed boxes,
 captions and title are drawn by ``PIL.ImageDraw``, and the result is an array the caller saves
 as it likes. The look follows ``display_instances``: the same colours, a half-transparent fill,
-an outline, a dashed box and a caption at its top left (top right in the right half).
+an outline, a dashed box and a caption at its top left (top right in the right half), white on
+a dark plate.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from mrcnn.visualize import apply_mask, mask_regions, random_colors, to_display_image
 
 CAPTION_PX = 14  # caption height in pixels (about matplotlib's 11 points at 100 dpi)
+CAPTION_PAD_PX = 1  # the dark plate's margin around a caption
 TITLE_PX = 16
 OUTLINE_PX = 2  # the outline's width inside the mask
 BOX_WIDTH_PX = 2
@@ -123,7 +125,18 @@ def render_instances(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
         # Boxes in the right half get captions that end at their right edge, as in
         # display_instances: a caption starting there would run off the image.
         right_half = x1 + x2 > shown.shape[1]
-        draw.text((x2 if right_half else x1, y1 + band + 2), captions[i], fill=(255, 255, 255),
-                  font=font, anchor="ra" if right_half else "la", stroke_width=1,
-                  stroke_fill=(0, 0, 0))
+        _caption(draw, (x2 if right_half else x1, y1 + band + 2), captions[i], font,
+                 "ra" if right_half else "la")
     return np.asarray(canvas)
+
+
+def _caption(draw: ImageDraw.ImageDraw, corner: tuple[float, float], text: str,
+             font: ImageFont.ImageFont | ImageFont.FreeTypeFont, anchor: str) -> None:
+    """White ``text`` on a dark plate, readable on any tissue. A plate and one rendering
+    cost a third of a stroked text's two (FreeType's stroker is the slow part)."""
+    if not text:
+        return
+    left, top, right, bottom = draw.textbbox(corner, text, font=font, anchor=anchor)
+    draw.rectangle((left - CAPTION_PAD_PX, top - CAPTION_PAD_PX, right + CAPTION_PAD_PX - 1,
+                    bottom + CAPTION_PAD_PX - 1), fill=(0, 0, 0))
+    draw.text(corner, text, fill=(255, 255, 255), font=font, anchor=anchor)

@@ -68,9 +68,15 @@ def test_render_instances_draws_the_captions_and_a_title_band():
                                          colors=[RED, BLUE])
     changed = np.any(captioned != bare, axis=-1)
     rows, cols = np.nonzero(changed)
-    # The caption starts at the box's top left corner (less its 1-px dark stroke).
-    assert rows.min() >= 10 - 1 and cols.min() >= 10 - 1 and cols.max() < 80
+    # The caption starts at the box's top left corner (less its plate's margin).
+    pad = overlay.CAPTION_PAD_PX
+    assert rows.min() >= 10 - pad and cols.min() >= 10 - pad and cols.max() < 80
     assert np.any(np.all(captioned[changed] == 255, axis=-1))  # white text
+    assert np.any(np.all(captioned[changed] == 0, axis=-1))  # on its dark plate
+    # A caption in the right half ends at its box's right edge.
+    right = overlay.render_instances(image, boxes, masks, ["", "malignant"], colors=[RED, BLUE])
+    cols = np.nonzero(np.any(right != bare, axis=-1))[1]
+    assert cols.max() <= 75 - 1 + pad
     titled = overlay.render_instances(image, boxes, masks, ["", ""], title="case.dcm",
                                       colors=[RED, BLUE])
     band = 2 * overlay.TITLE_PX

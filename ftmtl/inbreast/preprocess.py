@@ -23,7 +23,7 @@ from ftmtl.inbreast.intensity import (
     check_window,
     full_range,
 )
-from mrcnn.resample import linear_taps, ragged_ranges, resize_anti_aliased
+from mrcnn.resample import linear_taps, resize_anti_aliased
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def _resize_masks(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
-# Output pixels ``_paste_enlarged`` handles at a time (its temporaries: ~100 bytes each).
+# Output pixels ``_paste_enlarged`` handles at a time (its temporaries: ~50 bytes each).
 _PASTE_PIXELS_PER_GROUP = 1 << 20
 
 
@@ -257,56 +257,98 @@ def _paste_enlarged(masks: np.ndarray, transform: Transform) -> np.ndarray:
     Resizing every mask to the crop (linear, mirrored edges, threshold 0.5) is ten million
     pixels a detection on a full-size mammogram, most of ``inbreast detect``'s host time once
     (benchmarks/bench_detect_host.py). An output pixel reads the four prepared pixels of its
-    cell: where all four are set it is set, where none is it stays clear. So only the pixels of
-    cells with a set corner are visited, all masks at once: set outright under full cells,
-    given skimage's own interpolated value (``mrcnn.resample.linear_taps``) under mixed ones;
-    and, as ``_resize_masks``, a mask the resize would erase keeps its centre pixel.
+    cell, so only the output pixels of cells with a set corner are visited, all masks at once.
+    Cells with the same number of output rows and columns (a handful of sizes) are taken
+    together as [cells, rows, columns] grids: set outright where all four corners are set,
+    given skimage's own interpolated value (``mrcnn.resample.linear_taps``) elsewhere. As
+    ``_resize_masks``, a mask the resize would erase keeps its centre pixel.
+
+    The stack is laid out mask by mask ([N, H, W] in memory, returned as its [H, W, N] view):
+    each mask's pixels lie together, so pasting touches only the memory of its rows, and the
+    writers that read a mask at a time (RLE, overlay) read contiguous memory.
     """
     height, width, count = masks.shape
     top, left, bottom, right = transform.crop
-    crop_h, crop_w = bottom - top, right - left
-    full = np.zeros(tuple(transform.original_shape) + (count,), dtype=bool)
-    rows = linear_taps(np.arange(crop_h), height / crop_h, height, mirror=True)
-    cols = linear_taps(np.arange(crop_w), width / crop_w, width, mirror=True)
-    # A cell: a prepared pixel and the three that follow it (mirrored at the far edges).
-    next_row, next_col = np.arange(height), np.arange(width)
-    next_row[rows[0]], next_col[cols[0]] = rows[1], cols[1]
-    below = masks[next_row]
-    corners = (masks, masks[:, next_col], below, below[:, next_col])
-    every = corners[0] & corners[1] & corners[2] & corners[3]
-    mixed = (corners[0] | corners[1] | corners[2] | corners[3]) & ~every
-    # The output rows (columns) under each cell: the taps' first indices never decrease.
-    row_from = np.searchsorted(rows[0], np.arange(height))
-    row_count = np.searchsorted(rows[0], np.arange(height), side="right") - row_from
-    col_from = np.searchsorted(cols[0], np.arange(width))
-    col_count = np.searchsorted(cols[0], np.arange(width), side="right") - col_from
+    full_h, full_w = transform.original_shape
+    rows = linear_taps(np.arange(bottom - top), height / (bottom - top), height, mirror=True)
+    cols = linear_taps(np.arange(right - left), width / (right - left), width, mirror=True)
+    row_from, row_count = _outputs_under(rows[0], height)
+    col_from, col_count = _outputs_under(cols[0], width)
+    # A cell: a prepared pixel and the three that follow it (mirrored at the far edges), its
+    # corners as four bits in scipy's order of the sum.
+    below = _following(masks, 0)
+    code = masks.view(np.uint8) | (_following(masks, 1).view(np.uint8) << 1)
+    code |= below.view(np.uint8) << 2
+    code |= _following(below, 1).view(np.uint8) << 3
+    cells = np.flatnonzero(code)
+    corners = code.ravel()[cells]
+    cell_y, cell_x, cell_n = np.unravel_index(cells, code.shape)
+    tall, wide = row_count[cell_y], col_count[cell_x]
+    # Cells of one grid size and kind (every corner set or not) go together, in groups of a
+    # bounded number of output pixels.
+    kind = (tall * (int(col_count.max()) + 1) + wide) * 2 + (corners == 15)
+    full = np.zeros((count, full_h, full_w), dtype=bool)
+    flat = full.reshape(-1)
     shown = np.zeros(count, dtype=bool)
-    for cells, interpolate in ((every, False), (mixed, True)):
-        cell_y, cell_x, cell_n = np.nonzero(cells)
-        sizes = row_count[cell_y] * col_count[cell_x]
-        groups = 1 + int(sizes.sum()) // _PASTE_PIXELS_PER_GROUP
-        for group in np.array_split(np.arange(len(sizes)), groups):
-            owner, local = ragged_ranges(sizes[group])
-            a, b, n = cell_y[group][owner], cell_x[group][owner], cell_n[group][owner]
-            dy, dx = np.divmod(local, col_count[b])
-            y, x = row_from[a] + dy, col_from[b] + dx
-            if interpolate:  # skimage's sum, term by term in scipy's order
-                value = np.zeros(len(n), dtype=np.float64)
-                for source, wy, wx in ((masks[a, b, n], rows[2], cols[2]),
-                                       (masks[a, next_col[b], n], rows[2], cols[3]),
-                                       (masks[next_row[a], b, n], rows[3], cols[2]),
-                                       (masks[next_row[a], next_col[b], n], rows[3], cols[3])):
-                    value += np.where(source, wy[y] * wx[x], 0.0)
-                inside = value.astype(np.float32) >= 0.5
-                y, x, n = y[inside], x[inside], n[inside]
-            full[top + y, left + x, n] = True
+    for key in np.unique(kind[(tall > 0) & (wide > 0)]):
+        same = np.flatnonzero(kind == key)
+        grid = (int(tall[same[0]]), int(wide[same[0]]))
+        groups = 1 + len(same) * grid[0] * grid[1] // _PASTE_PIXELS_PER_GROUP
+        for group in np.array_split(same, groups):
+            y = row_from[cell_y[group]][:, None] + np.arange(grid[0])  # [cells, rows]
+            x = col_from[cell_x[group]][:, None] + np.arange(grid[1])  # [cells, columns]
+            if key % 2:
+                inside = np.ones((len(group),) + grid, dtype=bool)
+            else:
+                inside = _interpolated(corners[group], rows, cols, y, x) >= 0.5
+            cell, dy, dx = np.nonzero(inside)
+            n = cell_n[group][cell]
+            flat[(n * full_h + top + y[cell, dy]) * full_w + left + x[cell, dx]] = True
             shown[n] = True
-    lost = np.flatnonzero(masks.any(axis=(0, 1)) & ~shown)
+    present = np.zeros(count, dtype=bool)
+    present[cell_n[(corners & 1) > 0]] = True
+    lost = np.flatnonzero(present & ~shown)
     if lost.size:  # as _resize_masks: the pixel at the mask's centre, scaled
         kept = masks[..., lost]
-        row, col = _scaled_centres(kept.sum(axis=1), kept.sum(axis=0), (crop_h, crop_w))
-        full[top + row, left + col, lost] = True
-    return full
+        row, col = _scaled_centres(kept.sum(axis=1), kept.sum(axis=0),
+                                   (bottom - top, right - left))
+        full[lost, top + row, left + col] = True
+    return full.transpose(1, 2, 0)
+
+
+def _following(masks: np.ndarray, axis: int) -> np.ndarray:
+    """Each pixel's next one along ``axis``, the last reading the one before it (mirror):
+    the second tap ``linear_taps`` gives every pixel that is a first tap."""
+    size = masks.shape[axis]
+    shifted = np.roll(masks, -1, axis=axis)
+    last = [slice(None)] * masks.ndim
+    before = list(last)
+    last[axis], before[axis] = size - 1, max(size - 2, 0)
+    shifted[tuple(last)] = masks[tuple(before)]
+    return shifted
+
+
+def _outputs_under(first_taps: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first output, number of outputs) whose first tap is each of ``size`` source pixels:
+    the output rows (columns) under a cell. The taps never decrease."""
+    positions = np.arange(size)
+    start = np.searchsorted(first_taps, positions)
+    return start, np.searchsorted(first_taps, positions, side="right") - start
+
+
+def _interpolated(corners: np.ndarray, rows: tuple, cols: tuple, y: np.ndarray,
+                  x: np.ndarray) -> np.ndarray:
+    """skimage's linear value (float32) at output rows ``y`` [cells, r] x columns ``x``
+    [cells, c] of cells whose set corners are the bits of ``corners`` [cells]: the sum term
+    by term in scipy's order, so that it thresholds exactly as skimage's does."""
+    bits = corners[:, None, None]
+    wy0, wy1 = rows[2][y][:, :, None], rows[3][y][:, :, None]
+    wx0, wx1 = cols[2][x][:, None, :], cols[3][x][:, None, :]
+    value = np.where(bits & 1, wy0 * wx0, 0.0)
+    value += np.where(bits & 2, wy0 * wx1, 0.0)
+    value += np.where(bits & 4, wy1 * wx0, 0.0)
+    value += np.where(bits & 8, wy1 * wx1, 0.0)
+    return value.astype(np.float32)
 
 
 def _scaled_centres(row_counts: np.ndarray, col_counts: np.ndarray, shape: tuple[int, int]
