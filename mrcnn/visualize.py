@@ -97,11 +97,18 @@ def to_display_image(image: np.ndarray) -> np.ndarray:
     lo, hi = _value_range(channels)
     if lo == 0.0 and hi == 255.0 and channels.dtype == np.uint8:
         return _as_rgb(channels).copy() if channels.ndim == 3 else _as_rgb(channels)
+    if channels.dtype == np.uint16:  # a DICOM's pixels: each level's shade once, looked up
+        levels = np.arange(2**16, dtype=np.float64)
+        return _as_rgb(_shades(levels, lo, hi)[channels])
     values = channels.astype(np.float64)
     if np.issubdtype(channels.dtype, np.floating):
         values = np.nan_to_num(values)
-    scaled = (values - lo) / (hi - lo) * 255.0
-    return _as_rgb(np.clip(np.round(scaled), 0, 255).astype(np.uint8))
+    return _as_rgb(_shades(values, lo, hi))
+
+
+def _shades(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """float64 ``values`` from ``lo`` (black) to ``hi`` (white) as uint8 shades."""
+    return np.clip(np.round((values - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
 
 
 def apply_mask(image: np.ndarray, mask: np.ndarray, color: Sequence[float],

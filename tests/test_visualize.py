@@ -136,12 +136,14 @@ def _display_reference(image):
     return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("kind", ["uint16", "uint8 gray", "uint8 rgba", "float nan", "bool",
+@pytest.mark.parametrize("kind", ["uint16", "uint16 rgb", "uint16 dim", "uint8 gray", "uint8 rgba", "float nan", "bool",
                                   "int column", "float rgb"])
 def test_to_display_image_matches_the_rule_on_every_kind_of_image(kind):
     rng = np.random.default_rng(len(kind))
     image = {
         "uint16": rng.integers(0, 16383, (30, 20)).astype(np.uint16),
+        "uint16 rgb": rng.integers(7, 65536, (30, 20, 3)).astype(np.uint16),
+        "uint16 dim": rng.integers(0, 200, (30, 20)).astype(np.uint16),
         "uint8 gray": rng.integers(0, 256, (30, 20)).astype(np.uint8),
         "uint8 rgba": rng.integers(0, 256, (30, 20, 4)).astype(np.uint8),
         "float nan": np.where(rng.random((30, 20)) < 0.1, np.nan, rng.normal(0, 50, (30, 20))),

@@ -58,14 +58,18 @@ def read_dicom(path: str | os.PathLike) -> DicomImage:
             f"{path}: pixel array has shape {stored.shape}, expected one grayscale frame of "
             f"{rows}x{columns}"
         )
-    # pydicom keeps only the low BitsStored bits, so values never exceed 2**bits_stored - 1.
-    pixels = stored.astype(np.int64)
+    # pydicom keeps only the low BitsStored bits, so values never exceed 2**bits_stored - 1
+    # and the inversion stays in uint16. The decoded array is ours: no copy where it is uint16
+    # already (a 16-bit mammogram's case; a copy costs a tenth of the network's time).
+    pixels = stored.astype(np.uint16, copy=False)
+    if not pixels.flags.writeable:  # a decoder's view of its buffer: the image gets its own
+        pixels = pixels.copy()
     if photometric == "MONOCHROME1":
-        pixels = (2**bits_stored - 1) - pixels
+        pixels = np.subtract(np.uint16(2**bits_stored - 1), pixels, dtype=np.uint16)
     spacing, spacing_source = _pixel_spacing(path, ds)
     del ds.PixelData  # the header stays with the image; its pixels are in ``pixels``
     return DicomImage(
-        pixels=pixels.astype(np.uint16),
+        pixels=pixels,
         bits_stored=bits_stored,
         pixel_spacing=spacing,
         photometric=photometric,
