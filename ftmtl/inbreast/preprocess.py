@@ -135,10 +135,10 @@ def breast_bbox(image: np.ndarray, margin: float = 0.01) -> tuple[int, int, int,
     The threshold is the lower of Otsu's and 10% of the robust intensity range, so the dim skin
     line stays in. ``margin`` is a fraction of the image size added on every side.
     """
-    image = np.asarray(image, dtype=np.float32)
+    image = np.asarray(image)
     height, width = image.shape[:2]
     step = max(1, math.ceil(max(height, width) / _WORKING_SIZE))
-    small = image[::step, ::step]
+    small = image[::step, ::step].astype(np.float32)  # only these pixels are read
     low, high = float(small.min()), float(np.percentile(small, 99.5))
     if high <= low:
         logger.warning("breast_bbox: the image is uniform; keeping the whole image")
