@@ -136,8 +136,8 @@ def _display_reference(image):
     return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("kind", ["uint16", "uint16 rgb", "uint16 dim", "uint8 gray", "uint8 rgba", "float nan", "bool",
-                                  "int column", "float rgb"])
+@pytest.mark.parametrize("kind", ["uint16", "uint16 rgb", "uint16 dim", "uint8 gray",
+                                  "uint8 rgba", "float nan", "bool", "int column", "float rgb"])
 def test_to_display_image_matches_the_rule_on_every_kind_of_image(kind):
     rng = np.random.default_rng(len(kind))
     image = {
