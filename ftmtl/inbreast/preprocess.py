@@ -246,7 +246,7 @@ def _resize_masks(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
-# Output pixels ``_paste_enlarged`` handles at a time (its temporaries: ~50 bytes each).
+# Output pixels ``_paste_enlarged`` handles at a time (its temporaries: ~100 bytes each).
 _PASTE_PIXELS_PER_GROUP = 1 << 20
 
 
