@@ -8,8 +8,10 @@
 #
 # It sets up its own environment from the repository: a venv (GPU_VENV, default
 # /tmp/ftmtl-gpu-venv) with `pip install -e ".[gpu]"` (tensorflow[and-cuda] from whatever
-# index or wheel cache the machine has; PIP_* variables are honoured). torch is not installed:
-# the torchvision comparison is a CPU measurement (see benchmarks/README.md).
+# index or wheel cache the machine has; PIP_* variables are honoured). On a machine with
+# neither, point GPU_VENV at a Python environment that already holds TensorFlow and the
+# project's dependencies: then nothing is installed and the repository goes on PYTHONPATH.
+# torch is not installed: the torchvision comparison is a CPU measurement (benchmarks/README.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +36,11 @@ say "environment in $VENV"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV" || { say "python3 -m venv failed"; exit 1; }
 fi
-if ! timeout $(( $(left) - 300 > 60 ? $(left) - 300 : 60 )) \
+if "$VENV/bin/python" -c "import tensorflow, keras, numpy, scipy, skimage, sklearn, h5py, lxml, pydicom" \
+    > /dev/null 2>&1; then
+  say "TensorFlow and the dependencies are in $VENV already: nothing installed"
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+elif ! timeout $(( $(left) - 300 > 60 ? $(left) - 300 : 60 )) \
     "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e ".[gpu]" \
     > "$OUT/pip.log" 2>&1; then
   tail -20 "$OUT/pip.log"
