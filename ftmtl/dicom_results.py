@@ -207,7 +207,9 @@ def mass_segmentation(source: Dataset, masses: Sequence[Mass], algorithm: Algori
         raise ValueError(f"{source_name(source)}: no mass to segment; a Segmentation needs at "
                          "least one segment")
     header = prepared_source(source)
-    pixels = np.stack([m.mask for m in masses], axis=-1)[None]  # [1 frame, H, W, segments]
+    # [1 frame, H, W, segments], each segment's pixels together in memory: highdicom reads the
+    # stack a segment at a time (a stack with the segments innermost is several times slower).
+    pixels = np.moveaxis(np.stack([m.mask for m in masses]), 0, -1)[None]
     seg = hd.seg.Segmentation(
         source_images=[header],
         pixel_array=pixels,
